@@ -1,0 +1,40 @@
+//! **Ack-before-work** — the worker acks an order as soon as it receives it and bakes only after
+//! the queue confirms the delete; an order not acked within its visibility timeout is handed
+//! out again, and a late ack from a worker that no longer holds it is refused.
+//!
+//! Claim: same verdicts as delete-on-delivery. The confirmed ack makes exactly one worker the
+//! baker (at most one pie holds), but once the delete is confirmed the queue has forgotten the
+//! order, so a worker crashing mid-bake loses it. (A fire-and-forget ack with a redelivery
+//! timeout is a different design — the ack is lost, the timeout fires, two workers bake.)
+
+use super::pizzeria::{self, Door, QueuePolicy};
+use super::world::{
+    AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
+};
+use super::{check, Design, Params, Verdict};
+
+pub static DESIGN: Design = Design {
+    name: "ack-before-work",
+    summary: "the worker acks on receipt and bakes only once the queue confirms the delete",
+    expected: &[
+        (AT_MOST_ONE_PIE, Verdict::Holds),
+        (NO_UNEXPECTED_PIE, Verdict::Holds),
+        (EVERY_ORDER_GETS_A_PIE, Verdict::Violated),
+        (SOMETIMES_ALL_DELIVERED, Verdict::Holds),
+    ],
+    defaults: Params {
+        orders: 2,
+        workers: 2,
+        crashes: 1,
+        losses: 1,
+        stalls: 1,
+    },
+    check: |p, o| check::run(DESIGN.name, p.to_string(), world(p), o),
+    ending: |p, path| check::ending(&world(p), path),
+    explore: |p, addr| super::explore::serve(world(p), addr),
+};
+
+/// The model at `p`.
+pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
+    pizzeria::world(p, QueuePolicy::AckBeforeWork, Door::Plain, false)
+}

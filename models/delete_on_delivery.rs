@@ -1,0 +1,38 @@
+//! **Delete-on-delivery** — the HDMQ paper's "exactly once delivery": the queue deletes an order
+//! at the moment it hands it to a worker, and never hands it out again.
+//!
+//! Claim: at most one pie per order holds (nothing is ever handed out twice), but an order can
+//! be lost: a worker that crashes before its pie leaves the oven, or a hand-off the network
+//! loses, takes the only copy with it. This is *at most once*, as the seed says.
+
+use super::pizzeria::{self, Door, QueuePolicy};
+use super::world::{
+    AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
+};
+use super::{check, Design, Params, Verdict};
+
+pub static DESIGN: Design = Design {
+    name: "delete-on-delivery",
+    summary: "the queue deletes an order as it hands it out (HDMQ's exactly-once delivery)",
+    expected: &[
+        (AT_MOST_ONE_PIE, Verdict::Holds),
+        (NO_UNEXPECTED_PIE, Verdict::Holds),
+        (EVERY_ORDER_GETS_A_PIE, Verdict::Violated),
+        (SOMETIMES_ALL_DELIVERED, Verdict::Holds),
+    ],
+    defaults: Params {
+        orders: 2,
+        workers: 2,
+        crashes: 1,
+        losses: 1,
+        stalls: 0,
+    },
+    check: |p, o| check::run(DESIGN.name, p.to_string(), world(p), o),
+    ending: |p, path| check::ending(&world(p), path),
+    explore: |p, addr| super::explore::serve(world(p), addr),
+};
+
+/// The model at `p`.
+pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
+    pizzeria::world(p, QueuePolicy::DeleteOnHandout, Door::Plain, false)
+}

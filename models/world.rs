@@ -1,0 +1,259 @@
+//! The world a design runs in: its Stateright actors plus a *bounded* budget of faults, and the
+//! shared "exactly one pie per order" properties every design is checked for.
+//!
+//! Stateright's own fault knobs are unbounded over a run (`LossyNetwork::Yes` drops any number
+//! of messages; `max_crashes` bounds only *concurrent* crashes), and with unbounded faults no
+//! design can promise every order a pie. [`World`] wraps an [`ActorModel`] and counts each fault
+//! (crash, lost message, stall) in the state's history, refusing the fault once its budget is
+//! spent — Molly's "no more faults after EFF". Liveness is then a safety property over
+//! *quiet* states: whenever nothing but a fault could happen next, every placed order has a pie.
+//! (Stateright 0.31's `Expectation::Eventually` accepts retry cycles, so it is not used.)
+
+use crate::ledger::Ledger;
+use stateright::actor::{Actor, ActorModel, ActorModelAction, ActorModelState, Id};
+use stateright::{Expectation, Model, Path, Property};
+use std::fmt::{Debug, Display};
+use std::hash::Hash;
+
+/// An order's number in the models.
+pub type Order = u8;
+
+/// What the checker lets go wrong, at most, in one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Faults {
+    /// Crashes of crash-prone actors (workers; houses whose design says they may crash).
+    pub crashes: u8,
+    /// Messages the network loses.
+    pub losses: u8,
+    /// Stalls: a timeout that fires although the work it guards is still under way.
+    pub stalls: u8,
+}
+
+/// The auxiliary history every design carries: the ledger of pies and the faults used so far.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct History {
+    pub ledger: Ledger<Order>,
+    pub used: Faults,
+}
+
+impl Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?}; faults used: {} crashes, {} losses, {} stalls",
+            self.ledger, self.used.crashes, self.used.losses, self.used.stalls
+        )
+    }
+}
+
+impl History {
+    /// The history of a run in which `orders` were placed and nothing has happened yet.
+    pub fn placing(orders: impl IntoIterator<Item = Order>) -> Self {
+        History {
+            ledger: Ledger::placing(orders),
+            used: Faults::default(),
+        }
+    }
+}
+
+/// What every design's message type tells the world: which message *is* an effect.
+pub trait Message: Display {
+    /// `Some(order)` when sending this message means a pie for `order` was kept by its house
+    /// (the house's receipt for a kept pie). Counting effects on send, in the history, means a
+    /// crash of the house cannot hide a duplicate.
+    fn kept_pie(&self) -> Option<Order>;
+}
+
+/// The state of a [`World`].
+pub type State<A> = ActorModelState<A, History>;
+/// A step of a [`World`].
+pub type Action<A> = ActorModelAction<<A as Actor>::Msg, <A as Actor>::Timer, <A as Actor>::Random>;
+
+/// Names of the shared properties, as sentences.
+pub const AT_MOST_ONE_PIE: &str = "at most one pie per order";
+pub const NO_UNEXPECTED_PIE: &str = "no pie for an order never placed";
+pub const EVERY_ORDER_GETS_A_PIE: &str = "every order gets a pie once nothing more can happen";
+pub const SOMETIMES_ALL_DELIVERED: &str = "sometimes every order gets a pie";
+
+/// Says whether firing a timer now is a stall (see [`World::is_stall`]).
+pub type StallFn<A, C> =
+    fn(&ActorModel<A, C, History>, &State<A>, Id, &<A as Actor>::Timer) -> bool;
+
+/// An actor model with a bounded fault budget and the shared properties.
+pub struct World<A, C>
+where
+    A: Actor,
+    A::Msg: Ord,
+    A::Timer: Ord,
+{
+    pub inner: ActorModel<A, C, History>,
+    pub budget: Faults,
+    /// Which actors may crash (by index).
+    pub crashable: Vec<bool>,
+    /// True when firing `timer` at `actor` now is a stall: the work it guards is still under way.
+    pub is_stall: StallFn<A, C>,
+}
+
+impl<A, C> World<A, C>
+where
+    A: Actor,
+    A::Msg: Ord + Message,
+    A::Timer: Ord,
+    C: 'static,
+{
+    /// Wraps `inner` (built with [`World::effects`] as its `record_msg_out`).
+    pub fn new(
+        inner: ActorModel<A, C, History>,
+        budget: Faults,
+        crashable: Vec<bool>,
+        is_stall: StallFn<A, C>,
+    ) -> Self {
+        // Let Stateright generate crashes; the budget below decides how many happen in total.
+        let inner = inner.max_crashes(budget.crashes as usize);
+        World {
+            inner,
+            budget,
+            crashable,
+            is_stall,
+        }
+    }
+
+    /// The `record_msg_out` every design uses: a receipt for a kept pie is one effect.
+    pub fn effects(
+        _: &C,
+        history: &History,
+        env: stateright::actor::Envelope<&A::Msg>,
+    ) -> Option<History> {
+        env.msg.kept_pie().map(|order| {
+            let mut history = history.clone();
+            history.ledger.record_effect(order);
+            history
+        })
+    }
+
+    /// Is this fault still allowed in `state`?
+    fn allowed(&self, state: &State<A>, action: &Action<A>) -> bool {
+        let used = state.history.used;
+        match action {
+            ActorModelAction::Drop(_) => used.losses < self.budget.losses,
+            ActorModelAction::Crash(id) => {
+                used.crashes < self.budget.crashes
+                    && self
+                        .crashable
+                        .get(usize::from(*id))
+                        .copied()
+                        .unwrap_or(false)
+            }
+            ActorModelAction::Timeout(id, timer) => {
+                used.stalls < self.budget.stalls || !(self.is_stall)(&self.inner, state, *id, timer)
+            }
+            _ => true,
+        }
+    }
+
+    /// True when `action` is a fault: something that may happen but need not.
+    pub fn is_fault(&self, state: &State<A>, action: &Action<A>) -> bool {
+        match action {
+            ActorModelAction::Drop(_) | ActorModelAction::Crash(_) => true,
+            ActorModelAction::Timeout(id, timer) => (self.is_stall)(&self.inner, state, *id, timer),
+            _ => false,
+        }
+    }
+
+    /// Quiet: nothing but a fault can change the state any more (every message left in flight
+    /// would be ignored, no timer would do anything, no actor is down).
+    pub fn is_quiet(&self, state: &State<A>) -> bool {
+        let mut actions = Vec::new();
+        self.actions(state, &mut actions);
+        actions
+            .into_iter()
+            .filter(|a| !self.is_fault(state, a))
+            .all(|a| self.next_state(state, a).is_none())
+    }
+
+    /// The shared properties, in table order.
+    pub fn shared_properties() -> Vec<Property<Self>> {
+        vec![
+            Property::always(AT_MOST_ONE_PIE, |_, s: &State<A>| {
+                s.history.ledger.at_most_one_effect_per_order()
+            }),
+            Property::always(NO_UNEXPECTED_PIE, |_, s: &State<A>| {
+                s.history.ledger.no_unexpected_effect()
+            }),
+            Property::always(EVERY_ORDER_GETS_A_PIE, |w: &Self, s: &State<A>| {
+                // Cheap test first: the quiet check explores every next step.
+                s.history.ledger.every_placed_order_has_an_effect() || !w.is_quiet(s)
+            }),
+            Property::sometimes(SOMETIMES_ALL_DELIVERED, |_, s: &State<A>| {
+                !s.history.ledger.placed().is_empty()
+                    && s.history.ledger.every_placed_order_has_an_effect()
+            }),
+        ]
+    }
+}
+
+impl<A, C> Model for World<A, C>
+where
+    A: Actor,
+    A::Msg: Ord + Message,
+    A::Timer: Ord,
+    C: 'static,
+{
+    type State = State<A>;
+    type Action = Action<A>;
+
+    fn init_states(&self) -> Vec<Self::State> {
+        self.inner.init_states()
+    }
+
+    fn actions(&self, state: &Self::State, actions: &mut Vec<Self::Action>) {
+        self.inner.actions(state, actions);
+        actions.retain(|a| self.allowed(state, a));
+    }
+
+    fn next_state(&self, last: &Self::State, action: Self::Action) -> Option<Self::State> {
+        if !self.allowed(last, &action) {
+            return None;
+        }
+        let mut used = last.history.used;
+        match &action {
+            ActorModelAction::Drop(_) => used.losses += 1,
+            ActorModelAction::Crash(_) => used.crashes += 1,
+            ActorModelAction::Timeout(id, timer) => {
+                if (self.is_stall)(&self.inner, last, *id, timer) {
+                    used.stalls += 1;
+                }
+            }
+            _ => {}
+        }
+        let mut next = self.inner.next_state(last, action)?;
+        next.history.used = used;
+        Some(next)
+    }
+
+    fn format_action(&self, action: &Self::Action) -> String {
+        self.inner.format_action(action)
+    }
+
+    fn format_step(&self, last: &Self::State, action: Self::Action) -> Option<String> {
+        self.inner.format_step(last, action)
+    }
+
+    fn as_svg(&self, path: Path<Self::State, Self::Action>) -> Option<String> {
+        self.inner.as_svg(path)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        Self::shared_properties()
+    }
+
+    fn within_boundary(&self, state: &Self::State) -> bool {
+        Model::within_boundary(&self.inner, state)
+    }
+}
+
+/// How a property's verdict reads: `Always` properties hold or are violated; a `Sometimes`
+/// property holds when an example exists.
+pub fn is_always<M: Model>(p: &Property<M>) -> bool {
+    matches!(p.expectation, Expectation::Always)
+}

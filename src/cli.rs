@@ -1,0 +1,308 @@
+//! The `onepie` command line. `main.rs` only calls [`main`].
+
+use crate::models::{
+    self, check::PropertyReport, CheckError, CheckOptions, CheckReport, Design, Params,
+};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "onepie",
+    version,
+    about = "Which message-delivery designs really give exactly one pie per order?",
+    long_about = "Model-checks delivery designs (Stateright) for \"exactly one pie per order\": \
+                  at most one effect per order, none for an order never placed, and at least one \
+                  per placed order once faults stop. With no command, checks every design."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Model-check one design (or all) and print the verdict table and counterexample stories.
+    Check {
+        /// The design to check (see `onepie list`); all designs if omitted.
+        design: Option<String>,
+        #[command(flatten)]
+        sizes: Sizes,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Checker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Stop with an error after generating this many states.
+        #[arg(long, default_value_t = 20_000_000)]
+        max_states: usize,
+    },
+    /// List the designs, what they are, and the verdicts expected at their default size.
+    List,
+    /// Serve Stateright's explorer for a design, to step through it in a browser.
+    Explore {
+        /// The design to explore (see `onepie list`).
+        design: String,
+        #[command(flatten)]
+        sizes: Sizes,
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: String,
+    },
+}
+
+/// Sizes and fault budget; each defaults to the design's own default.
+#[derive(Args, Debug, Clone, Copy)]
+struct Sizes {
+    /// Orders placed (1–4).
+    #[arg(long)]
+    orders: Option<u8>,
+    /// Workers (1–4).
+    #[arg(long)]
+    workers: Option<u8>,
+    /// Crashes allowed in a run (0–3).
+    #[arg(long)]
+    crashes: Option<u8>,
+    /// Messages the network may lose in a run (0–3).
+    #[arg(long)]
+    losses: Option<u8>,
+    /// Stalls (timeouts firing while work is under way) in a run (0–3).
+    #[arg(long)]
+    stalls: Option<u8>,
+}
+
+impl Sizes {
+    fn apply(&self, defaults: Params) -> Result<Params, CheckError> {
+        let p = Params {
+            orders: self.orders.unwrap_or(defaults.orders),
+            workers: self.workers.unwrap_or(defaults.workers),
+            crashes: self.crashes.unwrap_or(defaults.crashes),
+            losses: self.losses.unwrap_or(defaults.losses),
+            stalls: self.stalls.unwrap_or(defaults.stalls),
+        };
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => check(
+            None,
+            Sizes::none(),
+            false,
+            CheckOptions {
+                progress: true,
+                ..CheckOptions::default()
+            },
+        ),
+        Some(Command::Check {
+            design,
+            sizes,
+            json,
+            threads,
+            max_states,
+        }) => check(
+            design.as_deref(),
+            sizes,
+            json,
+            CheckOptions {
+                threads,
+                max_states,
+                progress: true,
+            },
+        ),
+        Some(Command::List) => {
+            list();
+            Ok(())
+        }
+        Some(Command::Explore {
+            design,
+            sizes,
+            addr,
+        }) => explore(&design, sizes, &addr),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("onepie: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Sizes {
+    fn none() -> Self {
+        Sizes {
+            orders: None,
+            workers: None,
+            crashes: None,
+            losses: None,
+            stalls: None,
+        }
+    }
+}
+
+/// Errors of the command line itself.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error("`{addr}` is not an address like 127.0.0.1:3000: {reason}")]
+    BadAddress { addr: String, reason: String },
+    #[error(
+        "cannot serve on {addr}: {reason} (is another explorer running? try --addr 127.0.0.1:3001)"
+    )]
+    AddressUnavailable { addr: SocketAddr, reason: String },
+    #[error("cannot write the output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn check(
+    design: Option<&str>,
+    sizes: Sizes,
+    json: bool,
+    opts: CheckOptions,
+) -> Result<(), CliError> {
+    let designs: Vec<&Design> = match design {
+        Some(name) => vec![models::find(name)?],
+        None => models::designs(),
+    };
+    let mut reports = Vec::new();
+    for d in &designs {
+        let params = sizes.apply(d.defaults)?;
+        if !json {
+            eprintln!("checking {} ({params}) …", d.name);
+        }
+        reports.push((d, (d.check)(&params, &opts)?));
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let all: Vec<&CheckReport> = reports.iter().map(|(_, r)| r).collect();
+        serde_json::to_writer_pretty(&mut out, &all).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        write_table(&mut out, &reports)?;
+    }
+    Ok(())
+}
+
+/// The verdict table, then one story per violation.
+pub fn write_table(
+    out: &mut impl Write,
+    reports: &[(&&Design, CheckReport)],
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<20} {:<52} {:<9} {:>10} {:>6} {:>8}",
+        "design", "property", "verdict", "states", "depth", "seconds"
+    )?;
+    writeln!(out, "{}", "-".repeat(110))?;
+    for (design, report) in reports {
+        for (i, p) in report.properties.iter().enumerate() {
+            let surprise = match design.expected_verdict(p.property) {
+                Some(v) if v != p.verdict => format!("  (expected {v}!)"),
+                _ => String::new(),
+            };
+            let (states, depth, secs) = if i == 0 {
+                (
+                    report.unique_states.to_string(),
+                    report.max_depth.to_string(),
+                    format!("{:.2}", report.seconds),
+                )
+            } else {
+                Default::default()
+            };
+            writeln!(
+                out,
+                "{:<20} {:<52} {:<9} {:>10} {:>6} {:>8}{surprise}",
+                if i == 0 { report.design } else { "" },
+                label(p),
+                p.verdict.to_string(),
+                states,
+                depth,
+                secs
+            )?;
+        }
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Checked exhaustively (breadth-first) within these bounds:"
+    )?;
+    for (_, report) in reports {
+        writeln!(out, "  {:<20} {}", report.design, report.bounds)?;
+    }
+    for (_, report) in reports {
+        for p in &report.properties {
+            if let Some(cx) = &p.counterexample {
+                writeln!(out)?;
+                writeln!(
+                    out,
+                    "{}: \"{}\" is violated. Shortest counterexample ({} steps):",
+                    report.design,
+                    p.property,
+                    cx.steps.len()
+                )?;
+                for (i, step) in cx.steps.iter().enumerate() {
+                    writeln!(out, "  {:>2}. {step}", i + 1)?;
+                }
+                writeln!(out, "  Outcome, {}.", cx.outcome)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn label(p: &PropertyReport) -> String {
+    if p.expectation == "sometimes" {
+        p.property.to_string()
+    } else {
+        format!("always: {}", p.property)
+    }
+}
+
+fn list() {
+    for d in models::designs() {
+        println!("{:<20} {}", d.name, d.summary);
+        let expected: Vec<String> = d
+            .expected
+            .iter()
+            .map(|(p, v)| format!("{p}: {v}"))
+            .collect();
+        println!(
+            "{:<20} expected at {}: {}",
+            "",
+            d.defaults,
+            expected.join("; ")
+        );
+    }
+}
+
+fn explore(design: &str, sizes: Sizes, addr: &str) -> Result<(), CliError> {
+    let d = models::find(design)?;
+    let params = sizes.apply(d.defaults)?;
+    let addr: SocketAddr =
+        addr.parse()
+            .map_err(|e: std::net::AddrParseError| CliError::BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+    // Stateright panics when the port is taken, so find out first.
+    drop(
+        TcpListener::bind(addr).map_err(|e| CliError::AddressUnavailable {
+            addr,
+            reason: e.to_string(),
+        })?,
+    );
+    println!("{}: {}", d.name, d.summary);
+    println!("Sizes: {params}");
+    println!("Open http://{addr}/ in a browser (Ctrl-C to stop).");
+    (d.explore)(&params, addr);
+    Ok(())
+}

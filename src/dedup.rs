@@ -1,0 +1,248 @@
+//! The sans-IO decision core of a deduplicating receiver.
+//!
+//! Given what the store knows about a key (`Option<&Record>`) and an incoming delivery (its
+//! payload [`Fingerprint`] and the current time), [`decide`] says what to do. It performs no
+//! I/O and keeps no state, so the same code runs inside the Stateright models (the idempotent
+//! house), the in-memory store and the SQLite inbox.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Longest key accepted, in bytes (Stripe's idempotency-key limit).
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Milliseconds on the receiver's clock.
+pub type Millis = u64;
+
+/// An owner token for a lease. Tokens only grow: a takeover must use a higher token.
+pub type Token = u64;
+
+/// SHA-256 of a delivery's payload; a reused key with a different fingerprint is a conflict.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of `payload`.
+    pub fn of(payload: &[u8]) -> Self {
+        Fingerprint(Sha256::digest(payload).into())
+    }
+
+    /// Lowercase hex, for display and JSON.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Eight hex digits are plenty to tell payloads apart in a story or a state dump.
+        write!(f, "#{}", &self.to_hex()[..8])
+    }
+}
+
+/// Where a key's delivery stands in the store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Stage<R> {
+    /// Claimed by `owner` until `lease_until`; the effect may or may not have run.
+    InProgress { owner: Token, lease_until: Millis },
+    /// The effect ran and produced `result`, recorded at `at`.
+    Completed { result: R, at: Millis },
+}
+
+/// What the store remembers about one key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Record<R> {
+    pub fingerprint: Fingerprint,
+    pub stage: Stage<R>,
+}
+
+impl<R> Record<R> {
+    /// A record for an effect that completed with `result` at `at`.
+    pub fn completed(fingerprint: Fingerprint, result: R, at: Millis) -> Self {
+        Record {
+            fingerprint,
+            stage: Stage::Completed { result, at },
+        }
+    }
+
+    /// A record for a claim held by `owner` until `lease_until`.
+    pub fn claimed(fingerprint: Fingerprint, owner: Token, lease_until: Millis) -> Self {
+        Record {
+            fingerprint,
+            stage: Stage::InProgress { owner, lease_until },
+        }
+    }
+}
+
+/// How long completed keys are remembered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum Retention {
+    /// Forever (the default, and the only setting that is exactly-once for any redelivery delay).
+    #[default]
+    Forever,
+    /// Keys completed more than this many milliseconds ago are forgotten; a redelivery after
+    /// the window is applied again (the dedup-window model's counterexample).
+    Window(Millis),
+}
+
+/// What to do with an incoming delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision<'a, R> {
+    /// Never seen: run the effect and record the key with it.
+    Apply,
+    /// Seen before with the same payload and completed: return the stored result, run nothing.
+    Duplicate { result: &'a R },
+    /// Seen before with a *different* payload: refuse; the key was reused by mistake.
+    Conflict { stored: Fingerprint },
+    /// Another owner holds a live lease on this key: do not run the effect now.
+    InProgress { owner: Token, lease_until: Millis },
+    /// A previous owner's lease expired before it completed: the key may be claimed again
+    /// with a token higher than `stale_owner` (its effect may or may not have run).
+    TakeOver { stale_owner: Token },
+    /// The key completed longer ago than the retention window: it is forgotten and will be
+    /// applied again.
+    Expired,
+}
+
+impl<R> Decision<'_, R> {
+    /// True when the caller should run the effect now.
+    pub fn runs_effect(&self) -> bool {
+        matches!(
+            self,
+            Decision::Apply | Decision::TakeOver { .. } | Decision::Expired
+        )
+    }
+}
+
+/// Decides what to do with a delivery of a payload with `fingerprint`, given the `existing`
+/// record for its key (if any), the `retention` policy and the receiver's clock `now`.
+///
+/// The caller must make the decision and the write it implies one atomic step (one database
+/// transaction, one model step): the check-then-act model shows what happens otherwise.
+pub fn decide<'a, R>(
+    existing: Option<&'a Record<R>>,
+    fingerprint: &Fingerprint,
+    retention: Retention,
+    now: Millis,
+) -> Decision<'a, R> {
+    let Some(record) = existing else {
+        return Decision::Apply;
+    };
+    if let (Stage::Completed { at, .. }, Retention::Window(window)) = (&record.stage, retention) {
+        // Forgotten keys are judged as new, whatever their payload.
+        if now.saturating_sub(*at) > window {
+            return Decision::Expired;
+        }
+    }
+    if record.fingerprint != *fingerprint {
+        return Decision::Conflict {
+            stored: record.fingerprint,
+        };
+    }
+    match &record.stage {
+        Stage::Completed { result, .. } => Decision::Duplicate { result },
+        Stage::InProgress { owner, lease_until } if now < *lease_until => Decision::InProgress {
+            owner: *owner,
+            lease_until: *lease_until,
+        },
+        Stage::InProgress { owner, .. } => Decision::TakeOver {
+            stale_owner: *owner,
+        },
+    }
+}
+
+/// Why a key was refused before any lookup.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the idempotency key is empty; give each order a unique, non-empty ID")]
+    Empty,
+    #[error("the idempotency key is {len} bytes; the limit is {MAX_KEY_LEN} bytes")]
+    TooLong { len: usize },
+}
+
+/// Checks a key against the rules every store enforces: non-empty, at most [`MAX_KEY_LEN`] bytes.
+pub fn validate_key(key: &str) -> Result<(), KeyError> {
+    match key.len() {
+        0 => Err(KeyError::Empty),
+        len if len > MAX_KEY_LEN => Err(KeyError::TooLong { len }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(s: &str) -> Fingerprint {
+        Fingerprint::of(s.as_bytes())
+    }
+
+    #[test]
+    fn a_new_key_is_applied() {
+        assert_eq!(
+            decide::<()>(None, &fp("pie"), Retention::Forever, 0),
+            Decision::Apply
+        );
+    }
+
+    #[test]
+    fn a_completed_key_with_the_same_payload_is_a_duplicate() {
+        let r = Record::completed(fp("pie"), "kept".to_string(), 5);
+        let d = decide(Some(&r), &fp("pie"), Retention::Forever, 1_000_000);
+        assert_eq!(
+            d,
+            Decision::Duplicate {
+                result: &"kept".to_string()
+            }
+        );
+        assert!(!d.runs_effect());
+    }
+
+    #[test]
+    fn a_reused_key_with_another_payload_is_a_conflict() {
+        let r = Record::completed(fp("pie"), (), 5);
+        assert_eq!(
+            decide(Some(&r), &fp("calzone"), Retention::Forever, 6),
+            Decision::Conflict { stored: fp("pie") }
+        );
+    }
+
+    #[test]
+    fn a_live_lease_is_in_progress_and_an_expired_one_may_be_taken_over() {
+        let r: Record<()> = Record::claimed(fp("pie"), 7, 100);
+        assert_eq!(
+            decide(Some(&r), &fp("pie"), Retention::Forever, 99),
+            Decision::InProgress {
+                owner: 7,
+                lease_until: 100
+            }
+        );
+        let d = decide(Some(&r), &fp("pie"), Retention::Forever, 100);
+        assert_eq!(d, Decision::TakeOver { stale_owner: 7 });
+        assert!(d.runs_effect());
+    }
+
+    #[test]
+    fn a_key_past_the_retention_window_is_forgotten() {
+        let r = Record::completed(fp("pie"), (), 10);
+        assert!(matches!(
+            decide(Some(&r), &fp("pie"), Retention::Window(50), 60),
+            Decision::Duplicate { .. }
+        ));
+        assert_eq!(
+            decide(Some(&r), &fp("pie"), Retention::Window(50), 61),
+            Decision::Expired
+        );
+    }
+
+    #[test]
+    fn keys_are_validated() {
+        assert_eq!(validate_key(""), Err(KeyError::Empty));
+        assert_eq!(validate_key(&"k".repeat(255)), Ok(()));
+        assert_eq!(
+            validate_key(&"k".repeat(256)),
+            Err(KeyError::TooLong { len: 256 })
+        );
+    }
+}

@@ -1,0 +1,481 @@
+//! The real deduplicating receiver: a durable inbox that applies each order's effect once.
+//!
+//! Every store here runs the same sans-IO decision core, [`crate::dedup::decide`], inside one
+//! atomic step of its own (a SQLite `BEGIN IMMEDIATE` transaction, or a mutex), so the
+//! check-then-act race the models show cannot happen. Two ways to use a store:
+//!
+//! - **Transactional effect** ([`InboxStore::deliver`], [`InboxStore::deliver_batch`]): the
+//!   caller's effect runs inside the same transaction that records the key and the effect's
+//!   result. A crash anywhere leaves both or neither, so this is the exactly-once path — as
+//!   long as the effect's writes go through the transaction it is handed.
+//! - **External effect with a lease** ([`InboxStore::claim`] → effect →
+//!   [`InboxStore::complete`] or [`InboxStore::release`]): for effects outside the store (an
+//!   HTTP call, an email). A claim carries a fencing [`Token`]; an expired claim can be taken
+//!   over with a higher token, and a stale owner's `complete` is rejected. **A crash between
+//!   the effect and `complete` means the effect can run again** after the lease ends: this path
+//!   is at-least-once, and the receiving side must check the fencing token to make it
+//!   exactly-once.
+//!
+//! Keys are remembered forever by default ([`Retention::Forever`]). With
+//! [`Retention::Window`], keys completed longer ago than the window are forgotten (and
+//! [`InboxStore::prune`] deletes them): **a redelivery after the window is applied again**.
+//!
+//! Stores: [`SqliteInbox`] (one file, WAL, `synchronous=FULL` by default) and [`MemoryStore`]
+//! (for tests and the models). The CLI lives in [`cli`].
+//!
+//! ```
+//! use onepie::inbox::{EffectLog, InboxStore, Outcome, SqliteInbox};
+//!
+//! # fn main() -> Result<(), onepie::inbox::InboxError> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut inbox = SqliteInbox::open(dir.path().join("inbox.db"))?;
+//!
+//! // The effect records the pie in the same transaction as the key.
+//! let bake = |tx: &mut onepie::inbox::SqliteTx<'_>| -> Result<String, onepie::inbox::BoxError> {
+//!     let n = tx.record_pie("order-1", "apple")?;
+//!     Ok(format!("pie #{n}"))
+//! };
+//! assert_eq!(inbox.deliver("order-1", b"apple", bake)?, Outcome::Applied("pie #1".into()));
+//! // The redelivery runs nothing and returns the stored result.
+//! assert_eq!(inbox.deliver("order-1", b"apple", bake)?, Outcome::Duplicate("pie #1".into()));
+//! assert_eq!(inbox.pies()?.len(), 1);
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+mod memory;
+mod sqlite;
+
+pub use crate::dedup::{Fingerprint, KeyError, Millis, Record, Retention, Stage, Token, MAX_KEY_LEN};
+pub use memory::{MemoryStore, MemoryTx};
+pub use sqlite::{SqliteInbox, SqliteOptions, SqliteTx, Synchronous, APPLICATION_ID, SCHEMA_VERSION};
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What an effect may fail with: any error, boxed. `?` converts into it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The receiver's clock, in milliseconds. Injectable so tests can expire leases and retention
+/// windows without sleeping.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time in milliseconds.
+    fn now(&self) -> Millis;
+}
+
+/// Wall-clock time: milliseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        // A clock before 1970 is a misconfigured host; treat it as time zero rather than panic.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as Millis)
+    }
+}
+
+/// A clock that only moves when told to; clones share the same time.
+///
+/// ```
+/// use onepie::inbox::{Clock, ManualClock};
+/// let clock = ManualClock::new(1_000);
+/// let shared = clock.clone();
+/// clock.advance(500);
+/// assert_eq!(shared.now(), 1_500);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock reading `start` milliseconds.
+    pub fn new(start: Millis) -> Self {
+        ManualClock(Arc::new(AtomicU64::new(start)))
+    }
+
+    /// Sets the time to `now`.
+    pub fn set(&self, now: Millis) {
+        self.0.store(now, Ordering::SeqCst);
+    }
+
+    /// Moves the time forward by `ms`.
+    pub fn advance(&self, ms: Millis) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Millis {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a delivery did.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "outcome", content = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The effect ran now (the key was new, expired, or taken over); its result is stored.
+    Applied(String),
+    /// The key was already completed with the same payload: nothing ran; the stored result.
+    Duplicate(String),
+}
+
+impl Outcome {
+    /// The effect's result, stored or fresh.
+    pub fn result(&self) -> &str {
+        match self {
+            Outcome::Applied(r) | Outcome::Duplicate(r) => r,
+        }
+    }
+
+    /// The effect's result, by value.
+    pub fn into_result(self) -> String {
+        match self {
+            Outcome::Applied(r) | Outcome::Duplicate(r) => r,
+        }
+    }
+
+    /// True when the effect ran during this delivery.
+    pub fn is_applied(&self) -> bool {
+        matches!(self, Outcome::Applied(_))
+    }
+
+    /// `"applied"` or `"duplicate"`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Applied(_) => "applied",
+            Outcome::Duplicate(_) => "duplicate",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.label(), self.result())
+    }
+}
+
+/// The answer to [`InboxStore::claim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller holds the key until `lease.lease_until`: run the effect, then
+    /// [`InboxStore::complete`] (or [`InboxStore::release`] if it did not happen).
+    Acquired(Lease),
+    /// The key was already completed with the same payload: do nothing; the stored result.
+    Duplicate(String),
+}
+
+/// A claim on a key, held by a fencing token.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Lease {
+    pub key: String,
+    /// The fencing token: unique in the store and higher than every token issued before it.
+    /// Pass it to whatever the effect talks to, so that side can reject stale owners.
+    pub token: Token,
+    /// The lease ends at this time; after it, another worker may take the key over.
+    pub lease_until: Millis,
+    /// Set when this claim took over an expired lease: that owner's effect may already have
+    /// run, so the effect's target must be checked (by token) before acting again.
+    pub took_over_from: Option<Token>,
+}
+
+/// What a store remembers about one key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Entry {
+    pub key: String,
+    pub record: Record<String>,
+    /// When the key was first applied or claimed (in this retention life).
+    pub created_at: Millis,
+}
+
+/// One effect recorded through [`EffectLog::record_pie`]: the evidence the property tests
+/// count, one pie per order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Pie {
+    /// Position in the store's pie log, from 1.
+    pub number: u64,
+    pub key: String,
+    pub pie: String,
+    pub at: Millis,
+}
+
+/// What every transactional effect can do, whatever the store: record a pie in the delivery's
+/// own transaction, so it commits (or not) together with the key.
+pub trait EffectLog {
+    /// Records one pie for `key`; returns its number in the store's pie log.
+    fn record_pie(&mut self, key: &str, pie: &str) -> Result<u64, InboxError>;
+}
+
+/// A store that deduplicates deliveries with [`crate::dedup::decide`]: SQLite today, in-memory for
+/// tests, PostgreSQL later. One value is one handle (one connection); use [`try_clone`] to get
+/// another handle on the same store for another thread.
+///
+/// [`try_clone`]: InboxStore::try_clone
+pub trait InboxStore: Sized + Send {
+    /// What a transactional effect receives. Everything written through it commits or rolls
+    /// back together with the key.
+    type Tx<'t>: EffectLog;
+
+    /// Another handle on the same store (a new connection to the same file, or a shared
+    /// in-memory state), for another thread.
+    fn try_clone(&self) -> Result<Self, InboxError>;
+
+    /// The store's clock reading now.
+    fn now(&self) -> Millis;
+
+    /// How long completed keys are remembered.
+    fn retention(&self) -> Retention;
+
+    /// Delivers `payload` under `key`: if the key is new (or expired, or its lease was
+    /// abandoned) runs `effect` and records the key with the effect's result in one
+    /// transaction; if it was already completed with the same payload, returns the stored
+    /// result without running anything.
+    ///
+    /// Errors, each with nothing recorded: [`InboxError::InvalidKey`], [`InboxError::Conflict`]
+    /// (same key, different payload), [`InboxError::InProgress`] (a live lease), and
+    /// [`InboxError::Effect`] when the effect returns `Err` (its writes are rolled back too,
+    /// so the delivery can simply be retried); plus the store's own faults.
+    fn deliver<F>(&mut self, key: &str, payload: &[u8], effect: F) -> Result<Outcome, InboxError>
+    where
+        F: FnOnce(&mut Self::Tx<'_>) -> Result<String, BoxError>;
+
+    /// Group commit: delivers every `(key, payload)` in **one** transaction and returns a
+    /// result per item, in order, only after that transaction committed.
+    ///
+    /// Items are decided in order, so a key that appears twice is applied once: the second
+    /// occurrence is a [`Outcome::Duplicate`] (or a [`InboxError::Conflict`] if its payload
+    /// differs). Item errors (bad key, conflict, in progress, effect error — that item's writes
+    /// are rolled back to a savepoint) do not fail the others. A store fault fails the whole
+    /// call with the outer `Err`, and then nothing from the batch is recorded.
+    fn deliver_batch<K, P, F>(
+        &mut self,
+        items: &[(K, P)],
+        effect: F,
+    ) -> Result<Vec<Result<Outcome, InboxError>>, InboxError>
+    where
+        K: AsRef<str>,
+        P: AsRef<[u8]>,
+        F: FnMut(&mut Self::Tx<'_>, &str, &[u8]) -> Result<String, BoxError>;
+
+    /// Claims `key` for an effect outside the store, for `lease` from now. An expired claim is
+    /// taken over with a new, higher token (compare-and-swap on the old token).
+    ///
+    /// Errors: [`InboxError::InvalidKey`], [`InboxError::Conflict`], [`InboxError::InProgress`].
+    fn claim(&mut self, key: &str, payload: &[u8], lease: Duration) -> Result<Claim, InboxError>;
+
+    /// Records `result` for a claimed key. Succeeds while `lease.token` still owns the key,
+    /// even after its lease ended if no one took it over; otherwise [`InboxError::NotOwner`]
+    /// and nothing is recorded.
+    fn complete(&mut self, lease: &Lease, result: &str) -> Result<(), InboxError>;
+
+    /// Gives the key up (the effect did not happen), so the next delivery applies it.
+    /// Rejected with [`InboxError::NotOwner`] unless `lease.token` still owns the key.
+    fn release(&mut self, lease: &Lease) -> Result<(), InboxError>;
+
+    /// What the store remembers about `key`.
+    fn get(&self, key: &str) -> Result<Option<Entry>, InboxError>;
+
+    /// Every remembered key once, ordered by key.
+    fn entries(&self) -> Result<Vec<Entry>, InboxError>;
+
+    /// Every pie recorded through [`EffectLog::record_pie`], in order.
+    fn pies(&self) -> Result<Vec<Pie>, InboxError>;
+
+    /// How many pies each key has (the property tests feed this to
+    /// [`crate::ledger::Ledger::record_effects`]).
+    fn pie_counts(&self) -> Result<BTreeMap<String, u32>, InboxError> {
+        let mut counts = BTreeMap::new();
+        for pie in self.pies()? {
+            *counts.entry(pie.key).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Deletes keys completed longer ago than the retention window, and claims whose lease
+    /// ended longer ago than it; returns how many. Does nothing under [`Retention::Forever`].
+    /// Expired keys are already treated as new before they are pruned.
+    fn prune(&mut self) -> Result<usize, InboxError>;
+}
+
+/// Why a lease holder was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum NotOwnerReason {
+    /// Another worker took the key over with a higher token after the lease ended.
+    TakenOver { by: Token },
+    /// The key is already completed (by a takeover, or by this same lease earlier).
+    Completed,
+    /// Nobody holds the key (it was released, pruned, or never claimed).
+    NotClaimed,
+}
+
+impl fmt::Display for NotOwnerReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotOwnerReason::TakenOver { by } => write!(f, "it was taken over by token {by}"),
+            NotOwnerReason::Completed => write!(f, "it is already completed"),
+            NotOwnerReason::NotClaimed => write!(f, "nobody holds it"),
+        }
+    }
+}
+
+/// Everything that can go wrong, each with what to do about it. Whatever the error, nothing
+/// of the failed delivery was recorded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboxError {
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+
+    #[error("key {key:?} was already used for a different payload (stored {stored:?}, this one {incoming:?}); nothing was applied: give each distinct order its own key")]
+    Conflict {
+        key: String,
+        stored: Fingerprint,
+        incoming: Fingerprint,
+    },
+
+    #[error("key {key:?} is being processed by token {owner} for another {retry_after:?}; nothing was applied: retry after the lease ends")]
+    InProgress {
+        key: String,
+        owner: Token,
+        lease_until: Millis,
+        retry_after: Duration,
+    },
+
+    #[error("the effect for key {key:?} failed, so nothing was recorded and the delivery can be retried: {source}")]
+    Effect {
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+
+    #[error("token {token} does not own key {key:?} ({reason}), so its result was not recorded; the effect it guarded may run again elsewhere: make its target check the token")]
+    NotOwner {
+        key: String,
+        token: Token,
+        reason: NotOwnerReason,
+    },
+
+    #[error("{} does not exist; `onepie inbox deliver` creates an inbox", path.display())]
+    Missing { path: PathBuf },
+
+    #[error("{} is not an onepie inbox ({why}); it was left untouched: pass an inbox file or a new path", path.display())]
+    NotAnInbox { path: PathBuf, why: String },
+
+    #[error("{} has inbox schema version {found}, newer than the version {supported} this onepie understands; it was left untouched: upgrade onepie", path.display())]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+
+    #[error("{} stayed locked by another connection or process for {waited:?}; nothing was recorded: retry, or raise the busy timeout", path.display())]
+    Locked { path: PathBuf, waited: Duration },
+
+    #[error("{} is read-only, so nothing was recorded: check the permissions of the file and its directory (SQLite also writes -wal and -shm files next to it)", path.display())]
+    ReadOnly { path: PathBuf },
+
+    #[error("the disk holding {} is full, so nothing was recorded: free some space and retry", path.display())]
+    DiskFull { path: PathBuf },
+
+    #[error("cannot open {}: {source}; check that its directory exists and is writable", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{} is damaged ({detail}): restore it from a backup or move it aside", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+
+    #[error("the inbox {} failed: {source}", path.display())]
+    Storage {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+impl InboxError {
+    /// True for errors that may go away by themselves: retry the same delivery later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            InboxError::InProgress { .. } | InboxError::Locked { .. } | InboxError::Effect { .. }
+        )
+    }
+
+    /// A process exit code: 75 (`EX_TEMPFAIL`) for [`is_retryable`](Self::is_retryable)
+    /// errors, 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        if self.is_retryable() {
+            75
+        } else {
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_accessors() {
+        let a = Outcome::Applied("pie #1".into());
+        let d = Outcome::Duplicate("pie #1".into());
+        assert!(a.is_applied() && !d.is_applied());
+        assert_eq!((a.label(), d.label()), ("applied", "duplicate"));
+        assert_eq!(a.to_string(), "applied: pie #1");
+        assert_eq!(d.result(), "pie #1");
+        assert_eq!(d.into_result(), "pie #1");
+    }
+
+    #[test]
+    fn manual_clock_is_shared_and_settable() {
+        let c = ManualClock::new(5);
+        let c2 = c.clone();
+        c.advance(10);
+        assert_eq!(c2.now(), 15);
+        c2.set(3);
+        assert_eq!(c.now(), 3);
+        assert!(SystemClock.now() > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn every_message_is_one_line_and_retryability_is_classified() {
+        let path = PathBuf::from("/tmp/x.db");
+        let errors = [
+            InboxError::from(KeyError::Empty),
+            InboxError::InProgress {
+                key: "k".into(),
+                owner: 1,
+                lease_until: 2,
+                retry_after: Duration::from_millis(2),
+            },
+            InboxError::Locked {
+                path: path.clone(),
+                waited: Duration::from_secs(5),
+            },
+            InboxError::NotOwner {
+                key: "k".into(),
+                token: 1,
+                reason: NotOwnerReason::TakenOver { by: 2 },
+            },
+            InboxError::ReadOnly { path },
+        ];
+        for e in &errors {
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        let codes: Vec<u8> = errors.iter().map(InboxError::exit_code).collect();
+        assert_eq!(codes, [1, 75, 75, 1, 1]);
+    }
+}
