@@ -357,10 +357,10 @@ impl Actor for Pizzeria {
                 set_slot(state, order, Slot::Visible);
                 o.choose_random(choice_key(order), handouts(order, workers));
             }
-            (Pizzeria::Worker { first_house, .. }, &Timer::Baked { order }) => {
-                if worker_mut(state).0.remove(&order) {
-                    o.send(Id::from(first_house + order as usize), Msg::Pie { order });
-                }
+            (Pizzeria::Worker { first_house, .. }, &Timer::Baked { order }) if matches!(&**state, PizzeriaState::Worker { baking, .. } if baking.contains(&order)) =>
+            {
+                worker_mut(state).0.remove(&order);
+                o.send(Id::from(first_house + order as usize), Msg::Pie { order });
             }
             _ => {}
         }

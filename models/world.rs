@@ -219,10 +219,10 @@ where
         match &action {
             ActorModelAction::Drop(_) => used.losses += 1,
             ActorModelAction::Crash(_) => used.crashes += 1,
-            ActorModelAction::Timeout(id, timer) => {
-                if (self.is_stall)(&self.inner, last, *id, timer) {
-                    used.stalls += 1;
-                }
+            ActorModelAction::Timeout(id, timer)
+                if (self.is_stall)(&self.inner, last, *id, timer) =>
+            {
+                used.stalls += 1
             }
             _ => {}
         }

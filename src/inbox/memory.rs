@@ -2,8 +2,8 @@
 //! the property harness and as the fastest possible baseline.
 
 use super::{
-    BoxError, Claim, Clock, EffectLog, Entry, InboxError, InboxStore, Lease, NotOwnerReason,
-    Outcome, Pie, SystemClock,
+    in_progress, lease_millis, not_owner, BoxError, Claim, Clock, EffectLog, Entry, InboxError,
+    InboxStore, Lease, Outcome, Pie, SystemClock,
 };
 use crate::dedup::{decide, validate_key, Decision, Fingerprint, Millis, Record, Retention, Stage, Token};
 use std::collections::HashMap;
@@ -154,33 +154,6 @@ impl State {
         }
         Ok(Outcome::Applied(result))
     }
-
-    fn not_owner(&self, lease: &Lease) -> Option<InboxError> {
-        let reason = match self.keys.get(&lease.key).map(|s| &s.record.stage) {
-            Some(Stage::InProgress { owner, .. }) if *owner == lease.token => return None,
-            Some(Stage::InProgress { owner, .. }) => NotOwnerReason::TakenOver { by: *owner },
-            Some(Stage::Completed { .. }) => NotOwnerReason::Completed,
-            None => NotOwnerReason::NotClaimed,
-        };
-        Some(InboxError::NotOwner {
-            key: lease.key.clone(),
-            token: lease.token,
-            reason,
-        })
-    }
-}
-
-pub(super) fn in_progress(key: &str, owner: Token, lease_until: Millis, now: Millis) -> InboxError {
-    InboxError::InProgress {
-        key: key.to_owned(),
-        owner,
-        lease_until,
-        retry_after: Duration::from_millis(lease_until.saturating_sub(now)),
-    }
-}
-
-pub(super) fn lease_millis(lease: Duration) -> Millis {
-    lease.as_millis().try_into().unwrap_or(Millis::MAX)
 }
 
 fn entry(key: &str, slot: &Slot) -> Entry {
@@ -286,7 +259,7 @@ impl InboxStore for MemoryStore {
     fn complete(&mut self, lease: &Lease, result: &str) -> Result<(), InboxError> {
         let now = self.clock.now();
         let mut state = self.lock();
-        if let Some(e) = state.not_owner(lease) {
+        if let Some(e) = not_owner(lease, state.keys.get(&lease.key).map(|s| &s.record)) {
             return Err(e);
         }
         let slot = state.keys.get_mut(&lease.key).expect("owner checked above");
@@ -299,7 +272,7 @@ impl InboxStore for MemoryStore {
 
     fn release(&mut self, lease: &Lease) -> Result<(), InboxError> {
         let mut state = self.lock();
-        if let Some(e) = state.not_owner(lease) {
+        if let Some(e) = not_owner(lease, state.keys.get(&lease.key).map(|s| &s.record)) {
             return Err(e);
         }
         state.keys.remove(&lease.key);
@@ -343,7 +316,7 @@ impl InboxStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ManualClock;
+    use super::super::{KeyError, ManualClock, NotOwnerReason};
     use super::*;
 
     fn bake(key: &'static str) -> impl Fn(&mut MemoryTx) -> Result<String, BoxError> {
@@ -497,7 +470,6 @@ mod tests {
             .collect();
         let applied = handles
             .into_iter()
-            .filter(|_| true)
             .map(|h| h.join().unwrap())
             .filter(Outcome::is_applied)
             .count();

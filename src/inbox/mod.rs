@@ -354,6 +354,9 @@ pub enum InboxError {
         source: BoxError,
     },
 
+    #[error("the effect for key {key:?} ended the delivery's transaction (COMMIT, ROLLBACK, or an error that made SQLite roll back), so the key was not recorded: run effects only through the transaction they are given")]
+    EffectEndedTransaction { key: String },
+
     #[error("token {token} does not own key {key:?} ({reason}), so its result was not recorded; the effect it guarded may run again elsewhere: make its target check the token")]
     NotOwner {
         key: String,
@@ -402,6 +405,36 @@ pub enum InboxError {
 
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+}
+
+/// The error for a lease holder whose token does not own the key's current `record`, or `None`
+/// when it does.
+fn not_owner(lease: &Lease, record: Option<&Record<String>>) -> Option<InboxError> {
+    let reason = match record.map(|r| &r.stage) {
+        Some(Stage::InProgress { owner, .. }) if *owner == lease.token => return None,
+        Some(Stage::InProgress { owner, .. }) => NotOwnerReason::TakenOver { by: *owner },
+        Some(Stage::Completed { .. }) => NotOwnerReason::Completed,
+        None => NotOwnerReason::NotClaimed,
+    };
+    Some(InboxError::NotOwner {
+        key: lease.key.clone(),
+        token: lease.token,
+        reason,
+    })
+}
+
+fn in_progress(key: &str, owner: Token, lease_until: Millis, now: Millis) -> InboxError {
+    InboxError::InProgress {
+        key: key.to_owned(),
+        owner,
+        lease_until,
+        retry_after: Duration::from_millis(lease_until.saturating_sub(now)),
+    }
+}
+
+/// A lease length in clock milliseconds (saturating: a lease of centuries is "forever").
+fn lease_millis(lease: Duration) -> Millis {
+    lease.as_millis().try_into().unwrap_or(Millis::MAX)
 }
 
 impl InboxError {

@@ -1,0 +1,135 @@
+//! The `onepie` binary: the main job's output, JSON, and clear errors for bad input.
+
+use std::process::{Command, Output};
+
+fn onepie(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onepie"))
+        .args(args)
+        .output()
+        .expect("run onepie")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_prints_the_table_and_a_numbered_story() {
+    let out = onepie(&["check", "ack-after-work"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("always: at most one pie per order"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("violated"), "{stdout}");
+    assert!(
+        stdout.contains("Shortest counterexample (9 steps)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("   1. queue picks worker 0 for order 0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("a SECOND pie for order 0"), "{stdout}");
+    assert!(
+        stdout.contains("2 orders, 2 workers, ≤1 crashes"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_json_has_verdicts_states_and_steps() {
+    let out = onepie(&["check", "ack-after-work", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let report = &v[0];
+    assert_eq!(report["design"], "ack-after-work");
+    assert!(report["unique_states"].as_u64().unwrap() > 1000);
+    assert!(report["max_depth"].as_u64().unwrap() > 5);
+    assert!(report["seconds"].as_f64().is_some());
+    let props = report["properties"].as_array().unwrap();
+    let dup = props
+        .iter()
+        .find(|p| p["property"] == "at most one pie per order")
+        .unwrap();
+    assert_eq!(dup["verdict"], "violated");
+    assert_eq!(dup["counterexample"]["steps"].as_array().unwrap().len(), 9);
+    assert!(dup["counterexample"]["explorer_path"]
+        .as_str()
+        .unwrap()
+        .starts_with("0/"));
+}
+
+#[test]
+fn list_names_every_design_with_expectations() {
+    let out = onepie(&["list"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    for d in onepie::models::designs() {
+        assert!(
+            stdout.contains(d.name),
+            "{} missing from:\n{stdout}",
+            d.name
+        );
+    }
+    assert!(stdout.contains("expected at"), "{stdout}");
+}
+
+#[test]
+fn an_unknown_design_is_a_one_line_error_naming_the_valid_ones() {
+    let out = onepie(&["check", "exactly-once-magic"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("unknown design `exactly-once-magic`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("idempotent-house"), "{stderr}");
+}
+
+#[test]
+fn out_of_range_and_absurd_sizes_are_errors_not_panics() {
+    for args in [
+        &["check", "ack-after-work", "--orders", "0"][..],
+        &["check", "ack-after-work", "--workers", "9"],
+        &["explore", "ack-after-work", "--stalls", "200"],
+    ] {
+        let out = onepie(args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("out of range"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // A number that does not fit at all is clap's error, still not a panic.
+    let out = onepie(&["check", "ack-after-work", "--orders", "100000"]);
+    assert!(!out.status.success());
+    assert!(!text(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn a_state_space_bound_that_cannot_be_met_is_an_error() {
+    let out = onepie(&["check", "idempotent-house", "--max-states", "100"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("did not finish within --max-states 100"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn explore_refuses_a_port_in_use_and_a_bad_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = onepie(&["explore", "ack-after-work", "--addr", &addr]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("cannot serve on"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = onepie(&["explore", "ack-after-work", "--addr", "pizza:oven"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("is not an address"));
+}
