@@ -163,6 +163,12 @@ where
     /// Quiet: nothing but a fault can change the state any more (every message left in flight
     /// would be ignored, no timer would do anything, no actor is down).
     pub fn is_quiet(&self, state: &State<A>) -> bool {
+        // Cheap exits first: a restart or a random choice is always a step that changes the state.
+        if state.crashed.iter().any(|&c| c)
+            || state.random_choices.iter().any(|r| !r.map.is_empty())
+        {
+            return false;
+        }
         let mut actions = Vec::new();
         self.actions(state, &mut actions);
         actions

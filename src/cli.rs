@@ -197,12 +197,24 @@ pub fn write_table(
     out: &mut impl Write,
     reports: &[(&&Design, CheckReport)],
 ) -> std::io::Result<()> {
+    let dw = reports
+        .iter()
+        .map(|(_, r)| r.design.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let pw = reports
+        .iter()
+        .flat_map(|(_, r)| r.properties.iter().map(|p| label(p).len()))
+        .max()
+        .unwrap_or(0)
+        .max(8);
     writeln!(
         out,
-        "{:<20} {:<52} {:<9} {:>10} {:>6} {:>8}",
+        "{:<dw$}  {:<pw$}  {:<8}  {:>9}  {:>5}  {:>7}",
         "design", "property", "verdict", "states", "depth", "seconds"
     )?;
-    writeln!(out, "{}", "-".repeat(110))?;
+    writeln!(out, "{}", "-".repeat(dw + pw + 8 + 9 + 5 + 7 + 10))?;
     for (design, report) in reports {
         for (i, p) in report.properties.iter().enumerate() {
             let surprise = match design.expected_verdict(p.property) {
@@ -218,16 +230,16 @@ pub fn write_table(
             } else {
                 Default::default()
             };
-            writeln!(
-                out,
-                "{:<20} {:<52} {:<9} {:>10} {:>6} {:>8}{surprise}",
+            let line = format!(
+                "{:<dw$}  {:<pw$}  {:<8}  {:>9}  {:>5}  {:>7}{surprise}",
                 if i == 0 { report.design } else { "" },
                 label(p),
                 p.verdict.to_string(),
                 states,
                 depth,
                 secs
-            )?;
+            );
+            writeln!(out, "{}", line.trim_end())?;
         }
     }
     writeln!(out)?;
@@ -236,7 +248,7 @@ pub fn write_table(
         "Checked exhaustively (breadth-first) within these bounds:"
     )?;
     for (_, report) in reports {
-        writeln!(out, "  {:<20} {}", report.design, report.bounds)?;
+        writeln!(out, "  {:<w$}  {}", report.design, report.bounds, w = dw)?;
     }
     for (_, report) in reports {
         for p in &report.properties {
