@@ -10,7 +10,7 @@
 use super::world::{Action, Message, State, World};
 use crate::ledger::Tally;
 use serde::Serialize;
-use stateright::actor::{Actor, ActorModelAction, Envelope, Network};
+use stateright::actor::{Actor, Envelope, Network};
 use stateright::{Checker, Expectation, Model, Path};
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -340,31 +340,7 @@ where
 {
     let name = |id: stateright::actor::Id| world.inner.actors[usize::from(id)].name();
     let mut sent = Vec::new();
-    let mut line = match action {
-        ActorModelAction::Deliver { src, dst, msg } => {
-            format!("{} receives {msg} from {}", name(*dst), name(*src))
-        }
-        ActorModelAction::Drop(env) => format!(
-            "the network loses {} on its way from {} to {}",
-            env.msg,
-            name(env.src),
-            name(env.dst)
-        ),
-        ActorModelAction::Timeout(id, timer) if world.is_fault(last, action) => {
-            format!(
-                "(stall) {}'s {timer} fires while the work is still under way",
-                name(*id)
-            )
-        }
-        ActorModelAction::Timeout(id, timer) => format!("{}'s {timer} fires", name(*id)),
-        ActorModelAction::Crash(id) => {
-            format!("{} crashes, forgetting all it was doing", name(*id))
-        }
-        ActorModelAction::Recover(id) => format!("{} restarts", name(*id)),
-        ActorModelAction::SelectRandom { actor, random, .. } => {
-            format!("{} picks {random}", name(*actor))
-        }
-    };
+    let mut line = world.describe(action, world.is_fault(last, action));
     // What the step sent: envelopes in the next network that were not in the last one.
     let mut before = envelope_counts(&last.network);
     for (env, n) in envelope_counts(&next.network) {
@@ -431,7 +407,8 @@ pub fn replay<A, C>(world: &World<A, C>, explorer_path: &str) -> Option<State<A>
 where
     A: Actor,
     A::Msg: Ord + Message,
-    A::Timer: Ord,
+    A::Timer: Ord + Display,
+    A::Random: Display,
     C: 'static,
 {
     let mut indices = explorer_path.split('/').map(|i| i.parse::<usize>().ok());
@@ -458,7 +435,8 @@ pub fn ending<A, C>(world: &World<A, C>, explorer_path: &str) -> Option<Ending>
 where
     A: Actor,
     A::Msg: Ord + Message,
-    A::Timer: Ord,
+    A::Timer: Ord + Display,
+    A::Random: Display,
     C: 'static,
 {
     let state = replay(world, explorer_path)?;

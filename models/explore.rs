@@ -12,7 +12,7 @@ where
     A: Actor + Send + Sync + 'static,
     A::Msg: Ord + Message + Send + Sync,
     A::Timer: Ord + Display + Send + Sync,
-    A::Random: Send + Sync,
+    A::Random: Display + Send + Sync,
     A::State: Send + Sync,
     A::Storage: Send + Sync,
     C: Send + Sync + 'static,

@@ -8,6 +8,7 @@
 pub mod check;
 pub mod explore;
 pub mod pizzeria;
+pub mod proofs;
 pub mod world;
 
 pub mod ack_after_work;

@@ -98,7 +98,8 @@ impl<A, C> World<A, C>
 where
     A: Actor,
     A::Msg: Ord + Message,
-    A::Timer: Ord,
+    A::Timer: Ord + Display,
+    A::Random: Display,
     C: 'static,
 {
     /// Wraps `inner` (built with [`World::effects`] as its `record_msg_out`).
@@ -177,6 +178,43 @@ where
             .all(|a| self.next_state(state, a).is_none())
     }
 
+    /// An actor's name, e.g. `worker 0`.
+    pub fn actor_name(&self, id: Id) -> String {
+        self.inner
+            .actors
+            .get(usize::from(id))
+            .map(Actor::name)
+            .unwrap_or_else(|| format!("actor {}", usize::from(id)))
+    }
+
+    /// A step in plain words, without its consequences; `stall` marks a premature timeout.
+    pub fn describe(&self, action: &Action<A>, stall: bool) -> String {
+        let name = |id: Id| self.actor_name(id);
+        match action {
+            ActorModelAction::Deliver { src, dst, msg } => {
+                format!("{} receives {msg} from {}", name(*dst), name(*src))
+            }
+            ActorModelAction::Drop(env) => format!(
+                "the network loses {} on its way from {} to {}",
+                env.msg,
+                name(env.src),
+                name(env.dst)
+            ),
+            ActorModelAction::Timeout(id, timer) if stall => format!(
+                "(stall) {}'s {timer} fires while the work is still under way",
+                name(*id)
+            ),
+            ActorModelAction::Timeout(id, timer) => format!("{}'s {timer} fires", name(*id)),
+            ActorModelAction::Crash(id) => {
+                format!("{} crashes, forgetting all it was doing", name(*id))
+            }
+            ActorModelAction::Recover(id) => format!("{} restarts", name(*id)),
+            ActorModelAction::SelectRandom { actor, random, .. } => {
+                format!("{} picks {random}", name(*actor))
+            }
+        }
+    }
+
     /// The shared properties, in table order.
     pub fn shared_properties() -> Vec<Property<Self>> {
         vec![
@@ -202,7 +240,8 @@ impl<A, C> Model for World<A, C>
 where
     A: Actor,
     A::Msg: Ord + Message,
-    A::Timer: Ord,
+    A::Timer: Ord + Display,
+    A::Random: Display,
     C: 'static,
 {
     type State = State<A>;
@@ -237,12 +276,18 @@ where
         Some(next)
     }
 
+    // The explorer shows these: plain words first, Stateright's state dump after.
     fn format_action(&self, action: &Self::Action) -> String {
-        self.inner.format_action(action)
+        self.describe(action, false)
     }
 
     fn format_step(&self, last: &Self::State, action: Self::Action) -> Option<String> {
-        self.inner.format_step(last, action)
+        let next = self.next_state(last, action.clone())?;
+        let story = crate::models::check::narrate(self, last, &action, &next);
+        Some(format!(
+            "{story}\n\n{}",
+            self.inner.format_step(last, action)?
+        ))
     }
 
     fn as_svg(&self, path: Path<Self::State, Self::Action>) -> Option<String> {
