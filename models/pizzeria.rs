@@ -110,11 +110,18 @@ impl fmt::Display for Timer {
 }
 
 /// The queue's choice of worker for an order.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Handout {
     pub order: Order,
     pub worker: Id,
     worker_no: usize,
+}
+
+// The explorer's diagram labels use Debug: name the worker, not its actor id.
+impl fmt::Debug for Handout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Handout {{ order: {}, to: worker {} }}", self.order, self.worker_no)
+    }
 }
 
 impl fmt::Display for Handout {

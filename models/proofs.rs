@@ -33,6 +33,25 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProofsError + '_ {
     }
 }
 
+/// Stateright's diagram relies on the explorer's stylesheet; a file on its own needs the
+/// styles inside it (and a background, so it reads on light and dark pages alike).
+fn standalone(svg: &str) -> String {
+    const STYLE: &str = "<style>\
+        text { font-family: monospace; font-size: 13px; }\
+        .svg-actor-label { fill: #1b2a3a; font-weight: bold; }\
+        .svg-actor-timeline { stroke: #9aa7b4; }\
+        .svg-event-label { fill: #7a3b00; }\
+        .svg-event-line { fill: #3d6a8c; stroke: #3d6a8c; stroke-width: 2; }\
+        .svg-event-shape { fill: #3d6a8c; stroke: #3d6a8c; }\
+        </style><rect x='-20' y='-20' width='100%' height='100%' fill='white' />";
+    // Stateright writes `viewbox`; SVG is case-sensitive and only honours `viewBox`.
+    let svg = svg.replacen(" viewbox=", " viewBox=", 1);
+    match svg.find('>') {
+        Some(i) => format!("{}{STYLE}{}\n", &svg[..=i], &svg[i + 1..]),
+        None => format!("{svg}\n"),
+    }
+}
+
 /// A property's name as a file-name slug: `at most one pie per order` → `at-most-one-pie-per-order`.
 pub fn slug(property: &str) -> String {
     property
@@ -63,7 +82,7 @@ pub fn write(dir: &Path) -> Result<Vec<PathBuf>, ProofsError> {
         for p in &report.properties {
             if let Some(Counterexample { svg: Some(svg), .. }) = &p.counterexample {
                 let path = dir.join(format!("{}.{}.svg", design.name, slug(p.property)));
-                std::fs::write(&path, format!("{svg}\n")).map_err(io(&path))?;
+                std::fs::write(&path, standalone(svg)).map_err(io(&path))?;
                 written.push(path);
             }
         }
