@@ -90,6 +90,9 @@ pub struct CheckReport {
     pub unique_states: usize,
     pub max_depth: usize,
     pub seconds: f64,
+    /// How the states were searched: [`SEARCH_BFS`] or [`SEARCH_DFS_SYMMETRY`] (whose
+    /// `unique_states` counts one state per symmetry class).
+    pub search: &'static str,
 }
 
 impl CheckReport {
@@ -120,6 +123,12 @@ pub enum CheckError {
         bound: usize,
         generated: usize,
     },
+    #[error("--{flag} does not apply to `{design}`; it applies to: {applies_to}")]
+    DoesNotApply {
+        flag: &'static str,
+        design: &'static str,
+        applies_to: String,
+    },
     #[error("internal error: the checker reported `{property}` violated but no counterexample was found again")]
     LostCounterexample { property: &'static str },
 }
@@ -141,11 +150,49 @@ where
     C: Send + Sync + 'static,
 {
     let start = Instant::now();
-    let checker = world
+    let symmetry = world.symmetry;
+    let builder = world
         .checker()
         .threads(opts.threads.max(1))
-        .target_state_count(opts.max_states)
-        .spawn_bfs();
+        .target_state_count(opts.max_states);
+    // Stateright reduces symmetry in its depth-first search only; verdicts are exhaustive either
+    // way, and the stories come from our own breadth-first search below.
+    match symmetry {
+        Some(representative) => conclude(
+            design,
+            bounds,
+            builder.symmetry_fn(representative).spawn_dfs(),
+            opts,
+            start,
+            SEARCH_DFS_SYMMETRY,
+        ),
+        None => conclude(design, bounds, builder.spawn_bfs(), opts, start, SEARCH_BFS),
+    }
+}
+
+/// How the state space was searched, as the report says it.
+pub const SEARCH_BFS: &str = "breadth-first";
+pub const SEARCH_DFS_SYMMETRY: &str = "depth-first, with symmetry reduction";
+
+/// Waits for `checker`, then turns its discoveries into verdicts and shortest stories.
+fn conclude<A, C, K>(
+    design: &'static str,
+    bounds: String,
+    checker: K,
+    opts: &CheckOptions,
+    start: Instant,
+    search: &'static str,
+) -> Result<CheckReport, CheckError>
+where
+    A: Actor + Send + Sync + 'static,
+    A::Msg: Ord + Message + Send + Sync,
+    A::Timer: Ord + Display + Send + Sync,
+    A::Random: Display + Send + Sync,
+    A::State: Send + Sync,
+    A::Storage: Send + Sync,
+    C: Send + Sync + 'static,
+    K: Checker<World<A, C>>,
+{
     let mut last_print = Instant::now();
     while !checker.is_done() {
         std::thread::sleep(Duration::from_millis(20));
@@ -195,11 +242,11 @@ where
         };
         let counterexample = if verdict == Verdict::Violated && expectation == "always" {
             let condition = property.condition;
-            let path = shortest_path(world, |s| !condition(world, s)).ok_or(
-                CheckError::LostCounterexample {
-                    property: property.name,
-                },
-            )?;
+            let path =
+                shortest_path_up_to_symmetry(world, |s| !condition(world, s), world.symmetry)
+                    .ok_or(CheckError::LostCounterexample {
+                        property: property.name,
+                    })?;
             Some(tell(world, path))
         } else {
             None
@@ -218,6 +265,7 @@ where
         unique_states: checker.unique_state_count(),
         max_depth: checker.max_depth(),
         seconds: start.elapsed().as_secs_f64(),
+        search,
     })
 }
 
@@ -237,49 +285,78 @@ where
     M::State: Hash + Clone + PartialEq,
     M::Action: Clone + PartialEq,
 {
-    // Each visited state remembers its parent and the action that led to it.
-    let mut parents: HashMap<u64, Option<(u64, M::Action)>> = HashMap::new();
+    shortest_path_up_to_symmetry(model, bad, None)
+}
+
+/// A symmetry representative function for `M`'s states.
+pub type Representative<M> = fn(&<M as Model>::State) -> <M as Model>::State;
+
+/// Like [`shortest_path`], but with symmetry reduction: a state whose `representative` was seen
+/// already is not explored again. For a `bad` that is symmetric too, the first bad state found is
+/// still at the least depth; the path follows the states actually reached, so it replays as is.
+pub fn shortest_path_up_to_symmetry<M>(
+    model: &M,
+    bad: impl Fn(&M::State) -> bool,
+    representative: Option<Representative<M>>,
+) -> Option<Path<M::State, M::Action>>
+where
+    M: Model,
+    M::State: Hash + Clone + PartialEq,
+    M::Action: Clone + PartialEq,
+{
+    let key = |s: &M::State| match representative {
+        Some(r) => fingerprint(&r(s)),
+        None => fingerprint(s),
+    };
+    // Each visited state remembers its parent and the action that led to it (or which initial
+    // state it is).
+    enum Came<A> {
+        Init(usize),
+        From(u64, A),
+    }
+    let mut parents: HashMap<u64, Came<M::Action>> = HashMap::new();
     let mut frontier = VecDeque::new();
     let mut found = None;
-    for init in model.init_states() {
-        let fp = fingerprint(&init);
-        if bad(&init) {
-            found = Some((init.clone(), fp));
-            parents.insert(fp, None);
-            break;
-        }
-        if parents.insert(fp, None).is_none() {
-            frontier.push_back((init, fp));
+    for (i, init) in model.init_states().into_iter().enumerate() {
+        let k = key(&init);
+        if let Entry::Vacant(e) = parents.entry(k) {
+            e.insert(Came::Init(i));
+            if bad(&init) {
+                found = Some((init, k));
+                break;
+            }
+            frontier.push_back((init, k));
         }
     }
     'search: while found.is_none() {
-        let (state, fp) = frontier.pop_front()?;
+        let (state, k) = frontier.pop_front()?;
         for (action, next) in model.next_steps(&state) {
             if !model.within_boundary(&next) {
                 continue;
             }
-            let next_fp = fingerprint(&next);
-            if let Entry::Vacant(e) = parents.entry(next_fp) {
-                e.insert(Some((fp, action)));
+            let next_k = key(&next);
+            if let Entry::Vacant(e) = parents.entry(next_k) {
+                e.insert(Came::From(k, action));
                 if bad(&next) {
-                    found = Some((next, next_fp));
+                    found = Some((next, next_k));
                     break 'search;
                 }
-                frontier.push_back((next, next_fp));
+                frontier.push_back((next, next_k));
             }
         }
     }
-    let (last, mut fp) = found?;
+    let (last, mut k) = found?;
     let mut actions = Vec::new();
-    while let Some(Some((parent, action))) = parents.get(&fp) {
-        actions.push(action.clone());
-        fp = *parent;
-    }
+    let init = loop {
+        match parents.get(&k)? {
+            Came::From(parent, action) => {
+                actions.push(action.clone());
+                k = *parent;
+            }
+            Came::Init(i) => break model.init_states().into_iter().nth(*i)?,
+        }
+    };
     actions.reverse();
-    let init = model
-        .init_states()
-        .into_iter()
-        .find(|s| fingerprint(s) == fp)?;
     let path = Path::from_actions(model, init, &actions)?;
     debug_assert!(path.last_state() == &last);
     Some(path)

@@ -6,15 +6,33 @@
 //! are asserted by `cargo test` against freshly computed verdicts — never printed from a table.
 
 pub mod check;
+pub mod clocks;
+pub mod customer;
 pub mod explore;
+pub mod leases;
 pub mod pizzeria;
 pub mod proofs;
+pub mod symmetry;
 pub mod world;
 
+pub mod accept_first;
 pub mod ack_after_work;
 pub mod ack_before_work;
+pub mod check_then_act;
+pub mod deadline;
+pub mod deadline_check_pause;
+pub mod deadline_thin_margin;
+pub mod deadline_unbounded;
+pub mod dedup_window;
 pub mod delete_on_delivery;
+pub mod forgetful_house;
+pub mod idempotency_key;
 pub mod idempotent_house;
+pub mod lease_fenced_dedup;
+pub mod lease_fencing;
+pub mod lease_no_fencing;
+pub mod producer_retry;
+pub mod record_first;
 
 use serde::Serialize;
 use std::fmt;
@@ -29,6 +47,15 @@ pub struct Params {
     pub crashes: u8,
     pub losses: u8,
     pub stalls: u8,
+    /// Designs with clocks: each clock runs between 1 − drift% and 1 + drift% as fast as real
+    /// time; 100 lets a clock stop (drift without a bound). `None` where there are no clocks.
+    pub drift: Option<u8>,
+    /// Deadline designs: the ticks the queue waits beyond the lease, on its own clock, before it
+    /// hands the order out again. `None` elsewhere.
+    pub margin: Option<u8>,
+    /// Dedup-window design: the house forgets an order ID this many ticks (of its clock) after
+    /// recording it. `None` elsewhere.
+    pub window: Option<u8>,
 }
 
 /// The largest value each size may take: beyond these even small designs take minutes or
@@ -36,6 +63,10 @@ pub struct Params {
 pub const MAX_ORDERS: u8 = 4;
 pub const MAX_WORKERS: u8 = 4;
 pub const MAX_FAULTS: u8 = 3;
+/// Drift is a percentage; at 100 a clock may stand still, which no margin survives.
+pub const MAX_DRIFT: u8 = 100;
+pub const MAX_MARGIN: u8 = 8;
+pub const MAX_WINDOW: u8 = 4;
 
 impl Params {
     /// Checks the sizes are in range; the error names the valid range.
@@ -57,6 +88,15 @@ impl Params {
         range("crashes", self.crashes, 0, MAX_FAULTS)?;
         range("losses", self.losses, 0, MAX_FAULTS)?;
         range("stalls", self.stalls, 0, MAX_FAULTS)?;
+        if let Some(drift) = self.drift {
+            range("drift", drift, 0, MAX_DRIFT)?;
+        }
+        if let Some(margin) = self.margin {
+            range("margin", margin, 0, MAX_MARGIN)?;
+        }
+        if let Some(window) = self.window {
+            range("window", window, 0, MAX_WINDOW)?;
+        }
         Ok(())
     }
 }
@@ -67,7 +107,24 @@ impl fmt::Display for Params {
             f,
             "{} orders, {} workers, ≤{} crashes, ≤{} lost messages, ≤{} stalls",
             self.orders, self.workers, self.crashes, self.losses, self.stalls
-        )
+        )?;
+        // Only the bounds a design has: clocks, a lease and margin, a dedup window.
+        match self.drift {
+            Some(d) if d >= MAX_DRIFT => write!(f, ", clock drift unbounded (a clock may stop)")?,
+            Some(d) => write!(f, ", clock drift ±{d}%")?,
+            None => {}
+        }
+        if let Some(m) = self.margin {
+            write!(
+                f,
+                ", lease {} ticks + margin {m} ticks",
+                clocks::LEASE_TICKS
+            )?;
+        }
+        if let Some(w) = self.window {
+            write!(f, ", dedup window {w} ticks")?;
+        }
+        Ok(())
     }
 }
 
@@ -106,6 +163,20 @@ pub fn designs() -> Vec<&'static Design> {
         &ack_before_work::DESIGN,
         &ack_after_work::DESIGN,
         &idempotent_house::DESIGN,
+        &deadline::DESIGN,
+        &deadline_thin_margin::DESIGN,
+        &deadline_unbounded::DESIGN,
+        &deadline_check_pause::DESIGN,
+        &lease_no_fencing::DESIGN,
+        &lease_fencing::DESIGN,
+        &lease_fenced_dedup::DESIGN,
+        &check_then_act::DESIGN,
+        &forgetful_house::DESIGN,
+        &dedup_window::DESIGN,
+        &record_first::DESIGN,
+        &accept_first::DESIGN,
+        &producer_retry::DESIGN,
+        &idempotency_key::DESIGN,
     ]
 }
 
@@ -122,4 +193,18 @@ pub fn find(name: &str) -> Result<&'static Design, CheckError> {
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+/// The designs that have the parameter `flag` (`drift`, `margin` or `window`).
+pub fn designs_with(flag: &str) -> Vec<&'static str> {
+    designs()
+        .into_iter()
+        .filter(|d| match flag {
+            "drift" => d.defaults.drift.is_some(),
+            "margin" => d.defaults.margin.is_some(),
+            "window" => d.defaults.window.is_some(),
+            _ => false,
+        })
+        .map(|d| d.name)
+        .collect()
 }

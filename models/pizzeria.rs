@@ -9,7 +9,7 @@ use super::world::{Faults, History, Message, Order, State, World};
 use super::Params;
 use crate::dedup::{self, Fingerprint, Record, Retention};
 use stateright::actor::{model_timeout, Actor, ActorModel, ActorModelAction, Id, Network, Out};
-use stateright::Model;
+use stateright::{Model, Rewrite, RewritePlan};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -34,6 +34,26 @@ pub enum Door {
     /// The seed's answer: checks and records the order ID in one atomic step, with the memory
     /// in durable storage, using the library's own decision core ([`dedup::decide`]).
     Idempotent,
+    // The broken ways to deduplicate: each is the idempotent door with one thing wrong.
+    /// Looks the order ID up, and records it (keeping the pie) in a later step; two doors, so a
+    /// second pie can be looked up in between.
+    CheckThenAct,
+    /// Checks and records in one step, but the memory is volatile: a restart forgets it.
+    Forgetful,
+    /// Checks and records in one step, but forgets an ID `window` ticks of its clock after
+    /// recording it (SQS FIFO's five minutes, JetStream's duplicate window).
+    Window { window: u8 },
+    /// Records the ID (durably) in one step and accepts the pie in the next; one pie at a time.
+    RecordFirst,
+    /// Accepts the pie in one step and records the ID (durably) in the next; one pie at a time.
+    AcceptFirst,
+}
+
+impl Door {
+    /// Whether the house remembers order IDs in durable storage.
+    fn durable(self) -> bool {
+        !matches!(self, Door::Plain | Door::Forgetful)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,6 +70,28 @@ pub enum Msg {
     Pie { order: Order },
     /// House → worker: the house kept the pie (`kept`) or turned a duplicate away.
     Receipt { order: Order, kept: bool },
+    /// House → itself (two-step doors): the step still to do for `worker`'s pie.
+    Note {
+        order: Order,
+        worker: Id,
+        then: Then,
+    },
+}
+
+/// A two-step door's second step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Then {
+    /// Check-then-act: the ID was not found; record it and keep the pie.
+    RecordAndKeep,
+    /// Record-first: the ID is recorded; keep the pie.
+    Keep,
+    /// Accept-first: the pie is kept; record the ID.
+    Record,
+}
+
+/// A worker's number from its actor id (workers are ids `1..=workers`).
+fn worker_no(worker: Id) -> usize {
+    usize::from(worker) - 1
 }
 
 impl Msg {
@@ -60,7 +102,8 @@ impl Msg {
             | Msg::AckConfirmed { order }
             | Msg::AckRefused { order }
             | Msg::Pie { order }
-            | Msg::Receipt { order, .. } => order,
+            | Msg::Receipt { order, .. }
+            | Msg::Note { order, .. } => order,
         }
     }
 }
@@ -88,6 +131,26 @@ impl fmt::Display for Msg {
             Msg::Receipt { order, kept: false } => {
                 write!(f, "a receipt: duplicate pie for order {order} turned away")
             }
+            Msg::Note {
+                order,
+                worker,
+                then,
+            } => {
+                let w = worker_no(*worker);
+                match then {
+                    Then::RecordAndKeep => write!(
+                        f,
+                        "a note: \"order {order} not seen before: record it, keep worker {w}'s pie\""
+                    ),
+                    Then::Keep => {
+                        write!(f, "a note: \"order {order} recorded: keep worker {w}'s pie\"")
+                    }
+                    Then::Record => write!(
+                        f,
+                        "a note: \"worker {w}'s pie for order {order} kept: record order {order}\""
+                    ),
+                }
+            }
         }
     }
 }
@@ -98,6 +161,8 @@ pub enum Timer {
     VisibilityTimeout { order: Order },
     /// A worker's oven: the pie for this order is ready.
     Baked { order: Order },
+    /// A house's clock moves on one tick (window door).
+    HouseClock,
 }
 
 impl fmt::Display for Timer {
@@ -105,6 +170,7 @@ impl fmt::Display for Timer {
         match self {
             Timer::VisibilityTimeout { order } => write!(f, "visibility timeout for order {order}"),
             Timer::Baked { order } => write!(f, "oven timer for order {order}"),
+            Timer::HouseClock => write!(f, "clock tick"),
         }
     }
 }
@@ -120,7 +186,11 @@ pub struct Handout {
 // The explorer's diagram labels use Debug: name the worker, not its actor id.
 impl fmt::Debug for Handout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Handout {{ order: {}, to: worker {} }}", self.order, self.worker_no)
+        write!(
+            f,
+            "Handout {{ order: {}, to: worker {} }}",
+            self.order, self.worker_no
+        )
     }
 }
 
@@ -151,9 +221,12 @@ pub enum PizzeriaState {
         baking: BTreeSet<Order>,
         awaiting: BTreeSet<Order>,
     },
-    /// `memory`: the order IDs the house has accepted (idempotent door only, kept in storage).
+    /// `memory`: the order IDs the house has accepted (deduplicating doors only); `pending`:
+    /// second steps still to do (two-step doors), volatile; `now`: its clock (window door only).
     House {
         memory: BTreeMap<Order, Record<()>>,
+        pending: Vec<(Order, Id)>,
+        now: u8,
     },
 }
 
@@ -231,12 +304,21 @@ impl Actor for Pizzeria {
                 baking: BTreeSet::new(),
                 awaiting: BTreeSet::new(),
             },
-            Pizzeria::House { door, .. } => PizzeriaState::House {
-                memory: match door {
-                    Door::Idempotent => storage.clone().unwrap_or_default(),
-                    Door::Plain => Memory::new(),
-                },
-            },
+            Pizzeria::House { door, .. } => {
+                let memory = if door.durable() {
+                    storage.clone().unwrap_or_default()
+                } else {
+                    Memory::new()
+                };
+                if matches!(door, Door::Window { .. }) && !memory.is_empty() {
+                    o.set_timer(Timer::HouseClock, model_timeout());
+                }
+                PizzeriaState::House {
+                    memory,
+                    pending: Vec::new(),
+                    now: 0,
+                }
+            }
         }
     }
 
@@ -261,14 +343,7 @@ impl Actor for Pizzeria {
         };
     }
 
-    fn on_msg(
-        &self,
-        _id: Id,
-        state: &mut Cow<PizzeriaState>,
-        src: Id,
-        msg: Msg,
-        o: &mut Out<Self>,
-    ) {
+    fn on_msg(&self, id: Id, state: &mut Cow<PizzeriaState>, src: Id, msg: Msg, o: &mut Out<Self>) {
         match (self, &**state, msg) {
             // The queue deletes on ack. Ack-before-work confirms only the current holder's ack.
             (
@@ -329,23 +404,91 @@ impl Actor for Pizzeria {
                 PizzeriaState::Worker { .. },
                 Msg::Receipt { order, .. },
             ) => o.send(*queue, Msg::Ack { order }),
-            (Pizzeria::House { door, .. }, PizzeriaState::House { memory }, Msg::Pie { order }) => {
+            (
+                Pizzeria::House { door, .. },
+                PizzeriaState::House {
+                    memory,
+                    pending,
+                    now,
+                },
+                Msg::Pie { order },
+            ) => {
+                let fp = pie_fingerprint(order);
+                let retention = match door {
+                    Door::Window { window } => Retention::Window(u64::from(*window)),
+                    _ => Retention::Forever,
+                };
+                let now = u64::from(*now);
                 match door {
                     Door::Plain => o.send(src, Msg::Receipt { order, kept: true }),
-                    Door::Idempotent => {
-                        let fp = pie_fingerprint(order);
-                        // Check and record in one step: this is the library's decision code.
-                        let decision =
-                            dedup::decide(memory.get(&order), &fp, Retention::Forever, 0);
-                        let kept = decision.runs_effect();
-                        if kept {
-                            let mut memory = memory.clone();
-                            memory.insert(order, Record::completed(fp, (), 0));
-                            o.save(memory.clone());
-                            *state.to_mut() = PizzeriaState::House { memory };
+                    // One door, busy with the second step of the last pie: this one waits.
+                    Door::RecordFirst | Door::AcceptFirst if !pending.is_empty() => {}
+                    _ => {
+                        // The library's decision code, here and in every deduplicating door.
+                        let decision = dedup::decide(memory.get(&order), &fp, retention, now);
+                        if !decision.runs_effect() {
+                            o.send(src, Msg::Receipt { order, kept: false });
+                            return;
                         }
-                        o.send(src, Msg::Receipt { order, kept });
+                        let then = match door {
+                            // Check and record in one step.
+                            Door::Idempotent | Door::Forgetful | Door::Window { .. } => {
+                                remember(state, *door, order, now, o);
+                                o.send(src, Msg::Receipt { order, kept: true });
+                                return;
+                            }
+                            Door::CheckThenAct => Then::RecordAndKeep,
+                            Door::RecordFirst => {
+                                remember(state, *door, order, now, o);
+                                Then::Keep
+                            }
+                            Door::AcceptFirst => {
+                                o.send(src, Msg::Receipt { order, kept: true });
+                                Then::Record
+                            }
+                            Door::Plain => unreachable!("the plain door keeps every pie"),
+                        };
+                        // The second step is a note to self, lost only if the house crashes.
+                        let pending = house_pending(state);
+                        pending.push((order, src));
+                        pending.sort();
+                        o.send(
+                            id,
+                            Msg::Note {
+                                order,
+                                worker: src,
+                                then,
+                            },
+                        );
                     }
+                }
+            }
+            // The second step, only for work this run of the house still has pending (a note
+            // from before a restart is ignored: the step is lost with the crash).
+            (
+                Pizzeria::House { door, .. },
+                PizzeriaState::House { pending, now, .. },
+                Msg::Note {
+                    order,
+                    worker,
+                    then,
+                },
+            ) if pending.contains(&(order, worker)) => {
+                let now = u64::from(*now);
+                let pending = house_pending(state);
+                let k = pending
+                    .iter()
+                    .position(|&p| p == (order, worker))
+                    .expect("pending");
+                pending.remove(k);
+                match then {
+                    // No second look: whatever arrived since, this pie is kept.
+                    Then::RecordAndKeep => {
+                        remember(state, *door, order, now, o);
+                        o.send(worker, Msg::Receipt { order, kept: true });
+                    }
+                    Then::Keep => o.send(worker, Msg::Receipt { order, kept: true }),
+                    Then::Record => remember(state, *door, order, now, o),
                 }
             }
             _ => {}
@@ -360,6 +503,21 @@ impl Actor for Pizzeria {
         o: &mut Out<Self>,
     ) {
         match (self, timer) {
+            (
+                Pizzeria::House {
+                    door: Door::Window { window },
+                    ..
+                },
+                Timer::HouseClock,
+            ) => {
+                if let PizzeriaState::House { now, .. } = state.to_mut() {
+                    *now += 1;
+                    // Enough ticks for an ID recorded at the start to be forgotten; no more.
+                    if *now <= *window {
+                        o.set_timer(Timer::HouseClock, model_timeout());
+                    }
+                }
+            }
             (Pizzeria::Queue { workers, .. }, &Timer::VisibilityTimeout { order }) => {
                 set_slot(state, order, Slot::Visible);
                 o.choose_random(choice_key(order), handouts(order, workers));
@@ -371,6 +529,35 @@ impl Actor for Pizzeria {
             }
             _ => {}
         }
+    }
+}
+
+/// Records `order` as accepted at `now`, in storage if the door's memory is durable; a window
+/// house's clock starts (or keeps) ticking so the ID can be forgotten.
+fn remember(
+    state: &mut Cow<PizzeriaState>,
+    door: Door,
+    order: Order,
+    now: u64,
+    o: &mut Out<Pizzeria>,
+) {
+    if let PizzeriaState::House { memory, now: t, .. } = state.to_mut() {
+        memory.insert(order, Record::completed(pie_fingerprint(order), (), now));
+        if door.durable() {
+            o.save(memory.clone());
+        }
+        if let Door::Window { window } = door {
+            if *t <= window {
+                o.set_timer(Timer::HouseClock, model_timeout());
+            }
+        }
+    }
+}
+
+fn house_pending<'a>(state: &'a mut Cow<'_, PizzeriaState>) -> &'a mut Vec<(Order, Id)> {
+    match state.to_mut() {
+        PizzeriaState::House { pending, .. } => pending,
+        _ => unreachable!("house_pending on a non-house"),
     }
 }
 
@@ -479,6 +666,9 @@ fn is_stall(
     let acted_on_in_flight = state.network.iter_deliverable().any(|env| {
         env.msg.order() == order
             && (state.crashed[usize::from(env.dst)]
+                // A pie waiting at a one-pie-at-a-time door is work under way too.
+                || matches!(&*state.actor_states[usize::from(env.dst)],
+                    PizzeriaState::House { pending, .. } if !pending.is_empty())
                 || model
                     .next_state(
                         state,
@@ -495,3 +685,87 @@ fn is_stall(
 
 /// The world type of every pizzeria design.
 pub type PizzeriaWorld = World<Pizzeria, Setup>;
+
+/// Workers are interchangeable: the representative puts them in a canonical order (used by the
+/// designs added with the broken houses; the first four designs are checked without it).
+pub fn representative(state: &State<Pizzeria>) -> State<Pizzeria> {
+    let workers: Vec<usize> = state
+        .actor_states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(***s, PizzeriaState::Worker { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    super::symmetry::sort_actors(state, &workers)
+}
+
+// Relabelling workers (symmetry): the queue's slots, the houses' pending steps, the notes and the
+// handouts name one; storage (the houses' memory) does not.
+impl Rewrite<Id> for PizzeriaState {
+    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
+        match self {
+            PizzeriaState::Queue { orders } => PizzeriaState::Queue {
+                orders: orders
+                    .iter()
+                    .map(|slot| match slot {
+                        Slot::HandedOut { worker } => Slot::HandedOut {
+                            worker: plan.rewrite(worker),
+                        },
+                        other => other.clone(),
+                    })
+                    .collect(),
+            },
+            PizzeriaState::House {
+                memory,
+                pending,
+                now,
+            } => PizzeriaState::House {
+                memory: memory.clone(),
+                pending: {
+                    let mut pending: Vec<(Order, Id)> = pending
+                        .iter()
+                        .map(|&(order, worker)| (order, plan.rewrite(&worker)))
+                        .collect();
+                    pending.sort();
+                    pending
+                },
+                now: *now,
+            },
+            worker => worker.clone(),
+        }
+    }
+}
+
+impl Rewrite<Id> for Msg {
+    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
+        match self {
+            &Msg::Note {
+                order,
+                worker,
+                then,
+            } => Msg::Note {
+                order,
+                worker: plan.rewrite(&worker),
+                then,
+            },
+            other => other.clone(),
+        }
+    }
+}
+
+impl Rewrite<Id> for Timer {
+    fn rewrite<S>(&self, _: &RewritePlan<Id, S>) -> Self {
+        self.clone()
+    }
+}
+
+impl Rewrite<Id> for Handout {
+    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
+        let worker = plan.rewrite(&self.worker);
+        Handout {
+            order: self.order,
+            worker,
+            worker_no: worker_no(worker),
+        }
+    }
+}

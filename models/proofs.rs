@@ -135,9 +135,9 @@ fn evidence(design: &Design, report: &CheckReport) -> String {
     let _ = writeln!(s, "## Evidence\n");
     let _ = writeln!(
         s,
-        "Checked with `onepie check {}`: Stateright 0.31, breadth-first, exhaustive, 1 thread, \
+        "Checked with `onepie check {}`: Stateright 0.31, {}, exhaustive, 1 thread, \
          within these bounds: **{}**.\n",
-        design.name, report.bounds
+        design.name, report.search, report.bounds
     );
     let _ = writeln!(
         s,

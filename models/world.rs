@@ -79,6 +79,17 @@ pub const SOMETIMES_ALL_DELIVERED: &str = "sometimes every order gets a pie";
 pub type StallFn<A, C> =
     fn(&ActorModel<A, C, History>, &State<A>, Id, &<A as Actor>::Timer) -> bool;
 
+/// A step the world itself takes along with an actor's step, for designs with explicit time: given
+/// the state before `action` and the state the actors made of it, returns the state after (say,
+/// with every actor's clock advanced by one real tick), or `None` when the step cannot happen now.
+/// An actor can only change its own state; real time passing changes everybody's.
+pub type EnvironmentFn<A, C> =
+    fn(&ActorModel<A, C, History>, &State<A>, &Action<A>, State<A>) -> Option<State<A>>;
+
+/// Symmetry: maps a state to the representative of its class (interchangeable actors put in a
+/// canonical order), for symmetry reduction. Must return a relabelling of the same state.
+pub type RepresentativeFn<A> = fn(&State<A>) -> State<A>;
+
 /// An actor model with a bounded fault budget and the shared properties.
 pub struct World<A, C>
 where
@@ -92,6 +103,11 @@ where
     pub crashable: Vec<bool>,
     /// True when firing `timer` at `actor` now is a stall: the work it guards is still under way.
     pub is_stall: StallFn<A, C>,
+    /// What the world does by itself along with a step (explicit time), if anything.
+    pub environment: Option<EnvironmentFn<A, C>>,
+    /// The representative function when some actors are interchangeable: the checker then
+    /// searches depth-first with symmetry reduction (Stateright offers it for DFS only).
+    pub symmetry: Option<RepresentativeFn<A>>,
 }
 
 impl<A, C> World<A, C>
@@ -116,7 +132,21 @@ where
             budget,
             crashable,
             is_stall,
+            environment: None,
+            symmetry: None,
         }
+    }
+
+    /// The same world, where `environment` also acts along with every step (see [`EnvironmentFn`]).
+    pub fn with_environment(mut self, environment: EnvironmentFn<A, C>) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// The same world, checked with symmetry reduction under `representative`.
+    pub fn with_symmetry(mut self, representative: RepresentativeFn<A>) -> Self {
+        self.symmetry = Some(representative);
+        self
     }
 
     /// The `record_msg_out` every design uses: a receipt for a kept pie is one effect.
@@ -136,7 +166,9 @@ where
     fn allowed(&self, state: &State<A>, action: &Action<A>) -> bool {
         let used = state.history.used;
         match action {
-            ActorModelAction::Drop(_) => used.losses < self.budget.losses,
+            // A message an actor sends itself is a note to self, not network traffic: only a
+            // crash of that actor loses it.
+            ActorModelAction::Drop(env) => env.src != env.dst && used.losses < self.budget.losses,
             ActorModelAction::Crash(id) => {
                 used.crashes < self.budget.crashes
                     && self
@@ -271,7 +303,11 @@ where
             }
             _ => {}
         }
+        let env_action = self.environment.map(|env| (env, action.clone()));
         let mut next = self.inner.next_state(last, action)?;
+        if let Some((env, action)) = env_action {
+            next = env(&self.inner, last, &action, next)?;
+        }
         next.history.used = used;
         Some(next)
     }

@@ -52,6 +52,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3000")]
         addr: String,
     },
+    /// Regenerate the evidence sections of proofs/ from fresh checks (hand-written parts are kept).
+    Proofs {
+        /// The proofs folder to (re)write.
+        #[arg(long, value_name = "DIR")]
+        write: std::path::PathBuf,
+    },
+    /// Use the deduplicating inbox from the shell.
+    #[command(subcommand)]
+    Inbox(crate::inbox::cli::InboxCommand),
 }
 
 /// Sizes and fault budget; each defaults to the design's own default.
@@ -72,16 +81,45 @@ struct Sizes {
     /// Stalls (timeouts firing while work is under way) in a run (0–3).
     #[arg(long)]
     stalls: Option<u8>,
+    /// Clock drift bound in percent, 0–100 (100: a clock may stop); designs with clocks only.
+    #[arg(long)]
+    drift: Option<u8>,
+    /// Ticks the queue waits beyond the lease before redelivering (0–8); deadline designs only.
+    #[arg(long)]
+    margin: Option<u8>,
+    /// Ticks the house remembers an order ID (0–4); the dedup-window design only.
+    #[arg(long)]
+    window: Option<u8>,
 }
 
 impl Sizes {
-    fn apply(&self, defaults: Params) -> Result<Params, CheckError> {
+    /// The design's defaults with these sizes applied. `strict`: a flag the design has no use
+    /// for (say `--window` for a design without a dedup window) is an error rather than ignored;
+    /// checking every design at once applies such a flag to the designs that have it.
+    fn apply(&self, design: &Design, strict: bool) -> Result<Params, CheckError> {
+        let defaults = design.defaults;
+        for (flag, given, has) in [
+            ("drift", self.drift.is_some(), defaults.drift.is_some()),
+            ("margin", self.margin.is_some(), defaults.margin.is_some()),
+            ("window", self.window.is_some(), defaults.window.is_some()),
+        ] {
+            if strict && given && !has {
+                return Err(CheckError::DoesNotApply {
+                    flag,
+                    design: design.name,
+                    applies_to: models::designs_with(flag).join(", "),
+                });
+            }
+        }
         let p = Params {
             orders: self.orders.unwrap_or(defaults.orders),
             workers: self.workers.unwrap_or(defaults.workers),
             crashes: self.crashes.unwrap_or(defaults.crashes),
             losses: self.losses.unwrap_or(defaults.losses),
             stalls: self.stalls.unwrap_or(defaults.stalls),
+            drift: defaults.drift.map(|d| self.drift.unwrap_or(d)),
+            margin: defaults.margin.map(|m| self.margin.unwrap_or(m)),
+            window: defaults.window.map(|w| self.window.unwrap_or(w)),
         };
         p.validate()?;
         Ok(p)
@@ -126,12 +164,16 @@ pub fn main() -> ExitCode {
             sizes,
             addr,
         }) => explore(&design, sizes, &addr),
+        Some(Command::Proofs { write }) => crate::models::proofs::write(&write)
+            .map(|files| println!("wrote {} files in {}", files.len(), write.display()))
+            .map_err(CliError::from),
+        Some(Command::Inbox(cmd)) => crate::inbox::cli::run(cmd).map_err(CliError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("onepie: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -144,6 +186,9 @@ impl Sizes {
             crashes: None,
             losses: None,
             stalls: None,
+            drift: None,
+            margin: None,
+            window: None,
         }
     }
 }
@@ -161,6 +206,20 @@ pub enum CliError {
     AddressUnavailable { addr: SocketAddr, reason: String },
     #[error("cannot write the output: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Proofs(#[from] crate::models::proofs::ProofsError),
+    #[error(transparent)]
+    Inbox(#[from] crate::inbox::InboxError),
+}
+
+impl CliError {
+    /// 75 (EX_TEMPFAIL) for inbox errors worth retrying, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Inbox(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
 }
 
 fn check(
@@ -175,7 +234,7 @@ fn check(
     };
     let mut reports = Vec::new();
     for d in &designs {
-        let params = sizes.apply(d.defaults)?;
+        let params = sizes.apply(d, design.is_some())?;
         if !json {
             eprintln!("checking {} ({params}) …", d.name);
         }
@@ -245,10 +304,18 @@ pub fn write_table(
     writeln!(out)?;
     writeln!(
         out,
-        "Checked exhaustively (breadth-first) within these bounds:"
+        "Checked exhaustively within these bounds (depth-first with symmetry reduction counts \
+         one state per class of interchangeable workers):"
     )?;
     for (_, report) in reports {
-        writeln!(out, "  {:<w$}  {}", report.design, report.bounds, w = dw)?;
+        writeln!(
+            out,
+            "  {:<w$}  {} [{}]",
+            report.design,
+            report.bounds,
+            report.search,
+            w = dw
+        )?;
     }
     for (_, report) in reports {
         for p in &report.properties {
@@ -281,24 +348,25 @@ fn label(p: &PropertyReport) -> String {
 
 fn list() {
     for d in models::designs() {
-        println!("{:<20} {}", d.name, d.summary);
-        let expected: Vec<String> = d
+        println!("{:<24} {}", d.name, d.summary);
+        let violated: Vec<&str> = d
             .expected
             .iter()
-            .map(|(p, v)| format!("{p}: {v}"))
+            .filter(|(_, v)| *v == models::Verdict::Violated)
+            .map(|(p, _)| *p)
             .collect();
-        println!(
-            "{:<20} expected at {}: {}",
-            "",
-            d.defaults,
-            expected.join("; ")
-        );
+        let expected = if violated.is_empty() {
+            "every property holds".to_string()
+        } else {
+            format!("violated: {}; the rest hold", violated.join("; "))
+        };
+        println!("{:<24} expected {expected} (at {})", "", d.defaults);
     }
 }
 
 fn explore(design: &str, sizes: Sizes, addr: &str) -> Result<(), CliError> {
     let d = models::find(design)?;
-    let params = sizes.apply(d.defaults)?;
+    let params = sizes.apply(d, true)?;
     let addr: SocketAddr =
         addr.parse()
             .map_err(|e: std::net::AddrParseError| CliError::BadAddress {
@@ -315,6 +383,19 @@ fn explore(design: &str, sizes: Sizes, addr: &str) -> Result<(), CliError> {
     println!("{}: {}", d.name, d.summary);
     println!("Sizes: {params}");
     println!("Open http://{addr}/ in a browser (Ctrl-C to stop).");
+    // The explorer cannot jump to a counterexample by itself, so find them and print links.
+    let report = (d.check)(&params, &CheckOptions::default())?;
+    for p in &report.properties {
+        if let Some(cx) = &p.counterexample {
+            println!(
+                "Shortest counterexample to \"{}\" ({} steps): http://{addr}/#/steps/{}",
+                p.property,
+                cx.steps.len(),
+                cx.explorer_path
+            );
+        }
+    }
+    let _ = std::io::stdout().flush();
     (d.explore)(&params, addr);
     Ok(())
 }

@@ -18,14 +18,19 @@ pub type Millis = u64;
 /// An owner token for a lease. Tokens only grow: a takeover must use a higher token.
 pub type Token = u64;
 
-/// SHA-256 of a delivery's payload; a reused key with a different fingerprint is a conflict.
+/// SHA-256 of a delivery's payload, truncated to 128 bits; a reused key with a different
+/// fingerprint is a conflict. 128 bits keep accidental collisions out of reach (2^-128 per
+/// reused key) at half the bytes per remembered key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Fingerprint(pub [u8; 32]);
+pub struct Fingerprint(pub [u8; 16]);
 
 impl Fingerprint {
     /// The fingerprint of `payload`.
     pub fn of(payload: &[u8]) -> Self {
-        Fingerprint(Sha256::digest(payload).into())
+        let digest = Sha256::digest(payload);
+        let mut prefix = [0; 16];
+        prefix.copy_from_slice(&digest[..16]);
+        Fingerprint(prefix)
     }
 
     /// Lowercase hex, for display and JSON.

@@ -8,6 +8,8 @@
 
 pub mod cli;
 pub mod dedup;
+pub mod harness;
+pub mod inbox;
 pub mod ledger;
 
 #[path = "../models/mod.rs"]

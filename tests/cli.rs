@@ -73,7 +73,11 @@ fn list_names_every_design_with_expectations() {
             d.name
         );
     }
-    assert!(stdout.contains("expected at"), "{stdout}");
+    assert!(
+        stdout.contains("expected violated: at most one pie per order"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("expected every property holds"), "{stdout}");
 }
 
 #[test]
@@ -106,6 +110,18 @@ fn out_of_range_and_absurd_sizes_are_errors_not_panics() {
     let out = onepie(&["check", "ack-after-work", "--orders", "100000"]);
     assert!(!out.status.success());
     assert!(!text(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn a_size_a_design_does_not_have_is_an_error() {
+    let out = onepie(&["check", "ack-after-work", "--window", "2"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--window does not apply to `ack-after-work`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("dedup-window"), "{stderr}");
 }
 
 #[test]

@@ -5,7 +5,10 @@ use super::{
     in_progress, lease_millis, not_owner, BoxError, Claim, Clock, EffectLog, Entry, InboxError,
     InboxStore, Lease, Outcome, Pie, SystemClock,
 };
-use crate::dedup::{decide, validate_key, Decision, Fingerprint, Millis, Record, Retention, Stage, Token};
+use crate::dedup::{
+    decide, validate_key, Decision, Fingerprint, Millis, Record, Retention, Stage, Token,
+};
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -104,22 +107,36 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking effect poisons the mutex but never leaves a half-applied delivery:
         // staged pies and the record are only written after the effect returned.
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }
 
+/// How to undo one applied key of a batch: its previous slot, if any.
+type Undo = Vec<(String, Option<Slot>)>;
+
 impl State {
     /// Decides one delivery and, if the decision runs the effect, runs it and records the key.
+    /// In a batch, `undo` collects what to restore if the batch fails.
     fn deliver_one(
         &mut self,
         key: &str,
         fingerprint: Fingerprint,
         retention: Retention,
         now: Millis,
+        undo: Option<&mut Undo>,
         effect: impl FnOnce(&mut MemoryTx) -> Result<String, BoxError>,
     ) -> Result<Outcome, InboxError> {
-        let slot = self.keys.get(key);
-        let created_at = match decide(slot.map(|s| &s.record), &fingerprint, retention, now) {
+        let State { keys, pies, .. } = self;
+        // One hash and one probe for the common fresh key; the key is copied up front, as
+        // `HashSet::insert(key.to_owned())` would.
+        let slot = keys.entry(key.to_owned());
+        let existing = match &slot {
+            MapEntry::Occupied(o) => Some(o.get()),
+            MapEntry::Vacant(_) => None,
+        };
+        let created_at = match decide(existing.map(|s| &s.record), &fingerprint, retention, now) {
             Decision::Duplicate { result } => return Ok(Outcome::Duplicate(result.clone())),
             Decision::Conflict { stored } => {
                 return Err(InboxError::Conflict {
@@ -132,27 +149,75 @@ impl State {
                 return Err(in_progress(key, owner, lease_until, now))
             }
             // A takeover keeps the key's history; a new or forgotten key starts a new one.
-            Decision::TakeOver { .. } => slot.map_or(now, |s| s.created_at),
+            Decision::TakeOver { .. } => existing.map_or(now, |s| s.created_at),
             Decision::Apply | Decision::Expired => now,
         };
         let mut tx = MemoryTx {
             now,
-            next_number: self.pies.len() as u64 + 1,
+            next_number: pies.len() as u64 + 1,
             staged: Vec::new(),
         };
-        let result = effect(&mut tx).map_err(|source| InboxError::Effect {
-            key: key.to_owned(),
-            source,
-        })?;
-        self.pies.append(&mut tx.staged);
-        let record = Record::completed(fingerprint, result.clone(), now);
-        match self.keys.get_mut(key) {
-            Some(slot) => *slot = Slot { record, created_at },
-            None => {
-                self.keys.insert(key.to_owned(), Slot { record, created_at });
+        let result = match effect(&mut tx) {
+            Ok(result) => result,
+            // Same rule as SQLite, so one property test fits both stores: in a batch, an
+            // effect that wrote and then failed fails the whole batch.
+            Err(source) if undo.is_some() && !tx.staged.is_empty() => {
+                return Err(InboxError::BatchEffect {
+                    key: key.to_owned(),
+                    source,
+                })
             }
+            Err(source) => {
+                return Err(InboxError::Effect {
+                    key: key.to_owned(),
+                    source,
+                })
+            }
+        };
+        pies.append(&mut tx.staged);
+        let new = Slot {
+            record: Record::completed(fingerprint, result.clone(), now),
+            created_at,
+        };
+        let old = match slot {
+            MapEntry::Occupied(mut o) => Some(std::mem::replace(o.get_mut(), new)),
+            MapEntry::Vacant(v) => {
+                v.insert(new);
+                None
+            }
+        };
+        if let Some(undo) = undo {
+            undo.push((key.to_owned(), old));
         }
         Ok(Outcome::Applied(result))
+    }
+}
+
+/// Undoes a batch's changes unless it completed: on a batch-failing error and when an effect
+/// panics, so the batch is all-or-nothing like a SQLite transaction.
+struct Batch<'a> {
+    state: &'a mut State,
+    undo: Undo,
+    pies_before: usize,
+    committed: bool,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for (key, old) in self.undo.drain(..).rev() {
+            match old {
+                Some(slot) => {
+                    self.state.keys.insert(key, slot);
+                }
+                None => {
+                    self.state.keys.remove(&key);
+                }
+            }
+        }
+        self.state.pies.truncate(self.pies_before);
     }
 }
 
@@ -187,7 +252,7 @@ impl InboxStore for MemoryStore {
         let fingerprint = Fingerprint::of(payload);
         let now = self.clock.now();
         self.lock()
-            .deliver_one(key, fingerprint, self.retention, now, effect)
+            .deliver_one(key, fingerprint, self.retention, now, None, effect)
     }
 
     fn deliver_batch<K, P, F>(
@@ -202,16 +267,34 @@ impl InboxStore for MemoryStore {
     {
         let now = self.clock.now();
         let mut state = self.lock();
-        Ok(items
-            .iter()
-            .map(|(key, payload)| {
-                let (key, payload) = (key.as_ref(), payload.as_ref());
-                validate_key(key)?;
-                state.deliver_one(key, Fingerprint::of(payload), self.retention, now, |tx| {
-                    effect(tx, key, payload)
-                })
-            })
-            .collect())
+        let pies_before = state.pies.len();
+        let mut batch = Batch {
+            state: &mut state,
+            undo: Vec::new(),
+            pies_before,
+            committed: false,
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (key, payload) in items {
+            let (key, payload) = (key.as_ref(), payload.as_ref());
+            let one = validate_key(key).map_err(InboxError::from).and_then(|()| {
+                let fingerprint = Fingerprint::of(payload);
+                batch.state.deliver_one(
+                    key,
+                    fingerprint,
+                    self.retention,
+                    now,
+                    Some(&mut batch.undo),
+                    |tx| effect(tx, key, payload),
+                )
+            });
+            match one {
+                Err(e @ InboxError::BatchEffect { .. }) => return Err(e),
+                one => out.push(one),
+            }
+        }
+        batch.committed = true;
+        Ok(out)
     }
 
     fn claim(&mut self, key: &str, payload: &[u8], lease: Duration) -> Result<Claim, InboxError> {
@@ -340,7 +423,10 @@ mod tests {
             Outcome::Duplicate("pie #1".into())
         );
         let e = s.deliver("o1", b"plum", bake("o1")).unwrap_err();
-        assert!(matches!(e, InboxError::Conflict { ref key, .. } if key == "o1"), "{e}");
+        assert!(
+            matches!(e, InboxError::Conflict { ref key, .. } if key == "o1"),
+            "{e}"
+        );
         assert_eq!(s.pies().unwrap().len(), 1);
     }
 
@@ -351,7 +437,10 @@ mod tests {
         assert!(matches!(e, InboxError::InvalidKey(KeyError::Empty)));
         let long = "k".repeat(256);
         let e = s.deliver(&long, b"x", |_| panic!("no effect")).unwrap_err();
-        assert!(matches!(e, InboxError::InvalidKey(KeyError::TooLong { len: 256 })));
+        assert!(matches!(
+            e,
+            InboxError::InvalidKey(KeyError::TooLong { len: 256 })
+        ));
         assert!(s.entries().unwrap().is_empty());
     }
 
@@ -401,7 +490,10 @@ mod tests {
         s.complete(&second, "done").unwrap();
         assert!(matches!(
             s.complete(&second, "again"),
-            Err(InboxError::NotOwner { reason: NotOwnerReason::Completed, .. })
+            Err(InboxError::NotOwner {
+                reason: NotOwnerReason::Completed,
+                ..
+            })
         ));
         assert_eq!(
             s.claim("o1", b"apple", Duration::from_millis(1)).unwrap(),
@@ -418,7 +510,10 @@ mod tests {
         s.release(&l).unwrap();
         assert!(matches!(
             s.release(&l),
-            Err(InboxError::NotOwner { reason: NotOwnerReason::NotClaimed, .. })
+            Err(InboxError::NotOwner {
+                reason: NotOwnerReason::NotClaimed,
+                ..
+            })
         ));
         assert!(s.deliver("o1", b"apple", bake("o1")).unwrap().is_applied());
     }
@@ -441,21 +536,64 @@ mod tests {
     #[test]
     fn batch_handles_repeats_and_item_errors() {
         let (mut s, _) = store();
-        let items = [("a", "apple"), ("a", "apple"), ("a", "plum"), ("", "x"), ("b", "boom")];
+        let items = [
+            ("a", "apple"),
+            ("a", "apple"),
+            ("a", "plum"),
+            ("", "x"),
+            ("b", "boom"),
+        ];
         let out = s
             .deliver_batch(&items, |tx, key, payload| {
                 if payload == b"boom" {
-                    tx.record_pie(key, "half")?;
                     return Err("boom".into());
                 }
                 Ok(format!("pie #{}", tx.record_pie(key, "p")?))
             })
             .unwrap();
         assert_eq!(out[0].as_ref().unwrap(), &Outcome::Applied("pie #1".into()));
-        assert_eq!(out[1].as_ref().unwrap(), &Outcome::Duplicate("pie #1".into()));
+        assert_eq!(
+            out[1].as_ref().unwrap(),
+            &Outcome::Duplicate("pie #1".into())
+        );
         assert!(matches!(out[2], Err(InboxError::Conflict { .. })));
         assert!(matches!(out[3], Err(InboxError::InvalidKey(_))));
         assert!(matches!(out[4], Err(InboxError::Effect { .. })));
+        assert_eq!(s.pies().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_batch_is_all_or_nothing_when_an_effect_fails_after_writing_or_panics() {
+        let (mut s, _) = store();
+        s.deliver("old", b"apple", bake("old")).unwrap();
+        let e = s
+            .deliver_batch(&[("a", "1"), ("old", "apple"), ("b", "2")], |tx, key, _| {
+                tx.record_pie(key, "p")?;
+                if key == "b" {
+                    return Err("burnt".into());
+                }
+                Ok("ok".into())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&e, InboxError::BatchEffect { key, .. } if key == "b"),
+            "{e}"
+        );
+        let keys: Vec<String> = s.entries().unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["old"]);
+        assert_eq!(s.pies().unwrap().len(), 1);
+        let mut s2 = s.clone();
+        let crash = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _ = s2.deliver_batch(&[("a", "1"), ("b", "2")], |tx, key, _| {
+                tx.record_pie(key, "p")?;
+                if key == "b" {
+                    panic!("power cut");
+                }
+                Ok("ok".into())
+            });
+        }));
+        assert!(crash.is_err());
+        assert_eq!(s.entries().unwrap().len(), 1);
         assert_eq!(s.pies().unwrap().len(), 1);
     }
 

@@ -1,0 +1,337 @@
+//! `onepie inbox ...`: deliver an order to an inbox file and show what it remembers.
+//!
+//! ```
+//! use onepie::inbox::cli::{run_to, InboxCommand};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = dir.path().join("pies.db");
+//! let deliver = || InboxCommand::Deliver {
+//!     store: store.clone(),
+//!     key: "order-1".into(),
+//!     payload: "apple".into(),
+//! };
+//! let mut out = Vec::new();
+//! run_to(deliver(), &mut out).unwrap();
+//! run_to(deliver(), &mut out).unwrap();
+//! assert_eq!(String::from_utf8(out).unwrap(), "applied: pie #1\nduplicate: pie #1\n");
+//! ```
+
+use super::EffectLog;
+use super::{Entry, InboxError, InboxStore, SqliteInbox, SqliteOptions};
+use crate::dedup::{Millis, Stage};
+use serde::Serialize;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+/// The `onepie inbox` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum InboxCommand {
+    /// Deliver one order: bake its pie (record PAYLOAD in the inbox file) exactly once per KEY.
+    ///
+    /// Creates the file if absent. Prints `applied: <result>` or `duplicate: <result>` (the
+    /// stored result, nothing re-run). A reused KEY with a different PAYLOAD is refused.
+    Deliver {
+        /// The inbox file (SQLite).
+        #[arg(long, value_name = "FILE")]
+        store: PathBuf,
+        /// The idempotency key: the order's unique ID (1 to 255 bytes).
+        key: String,
+        /// The order: the pie to record.
+        payload: String,
+    },
+    /// List every remembered key once, with its state, result and times.
+    Show {
+        /// The inbox file (SQLite); it must exist.
+        #[arg(long, value_name = "FILE")]
+        store: PathBuf,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `cmd`, printing to stdout.
+pub fn run(cmd: InboxCommand) -> Result<(), InboxError> {
+    run_to(cmd, &mut io::stdout().lock())
+}
+
+/// Runs `cmd`, printing to `out`.
+pub fn run_to(cmd: InboxCommand, out: &mut impl Write) -> Result<(), InboxError> {
+    match cmd {
+        InboxCommand::Deliver {
+            store,
+            key,
+            payload,
+        } => {
+            let mut inbox = SqliteInbox::open(&store)?;
+            // The effect: record the pie in the same transaction as the key; the pie's number
+            // is the receipt stored as the result.
+            let outcome = inbox.deliver(&key, payload.as_bytes(), |tx| {
+                Ok(format!("pie #{}", tx.record_pie(&key, &payload)?))
+            })?;
+            writeln!(out, "{outcome}").map_err(InboxError::Output)
+        }
+        InboxCommand::Show { store, json } => {
+            let inbox = SqliteInbox::open_with(&store, SqliteOptions::default().read_only())?;
+            let entries = inbox.entries()?;
+            if json {
+                let rows: Vec<JsonEntry<'_>> = entries.iter().map(JsonEntry::from).collect();
+                let text = serde_json::to_string_pretty(&rows).expect("entries serialize");
+                writeln!(out, "{text}").map_err(InboxError::Output)
+            } else {
+                write_table(&entries, out).map_err(InboxError::Output)
+            }
+        }
+    }
+}
+
+/// One key in `show --json`.
+#[derive(Serialize)]
+struct JsonEntry<'a> {
+    key: &'a str,
+    state: &'static str,
+    result: Option<&'a str>,
+    fingerprint: String,
+    created_at: Millis,
+    completed_at: Option<Millis>,
+    owner: Option<u64>,
+    lease_until: Option<Millis>,
+}
+
+impl<'a> From<&'a Entry> for JsonEntry<'a> {
+    fn from(e: &'a Entry) -> Self {
+        let (state, result, completed_at, owner, lease_until) = match &e.record.stage {
+            Stage::Completed { result, at } => {
+                ("completed", Some(result.as_str()), Some(*at), None, None)
+            }
+            Stage::InProgress { owner, lease_until } => {
+                ("in_progress", None, None, Some(*owner), Some(*lease_until))
+            }
+        };
+        JsonEntry {
+            key: &e.key,
+            state,
+            result,
+            fingerprint: e.record.fingerprint.to_hex(),
+            created_at: e.created_at,
+            completed_at,
+            owner,
+            lease_until,
+        }
+    }
+}
+
+fn write_table(entries: &[Entry], out: &mut impl Write) -> io::Result<()> {
+    // Escaped so a key or result with a newline or tab still takes one line.
+    let rows: Vec<[String; 5]> = entries
+        .iter()
+        .map(|e| {
+            let (state, result, last) = match &e.record.stage {
+                Stage::Completed { result, at } => (
+                    "completed".to_string(),
+                    result.escape_debug().to_string(),
+                    utc(*at),
+                ),
+                Stage::InProgress { owner, lease_until } => (
+                    format!("in progress (token {owner})"),
+                    "-".to_string(),
+                    format!("lease until {}", utc(*lease_until)),
+                ),
+            };
+            [
+                e.key.escape_debug().to_string(),
+                state,
+                result,
+                utc(e.created_at),
+                last,
+            ]
+        })
+        .collect();
+    let header = ["KEY", "STATE", "RESULT", "CREATED", "COMPLETED"].map(String::from);
+    let mut widths = [0; 5];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    let n = entries.len();
+    writeln!(out, "{n} key{}", if n == 1 { "" } else { "s" })
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC, e.g. `2026-05-01T09:30:00.250Z`.
+fn utc(ms: Millis) -> String {
+    let (days, rest) = (ms / 86_400_000, ms % 86_400_000);
+    // Howard Hinnant's days-to-civil algorithm, for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1_000 % 60,
+        rest % 1_000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::KeyError;
+
+    fn deliver(store: &std::path::Path, key: &str, payload: &str) -> Result<String, InboxError> {
+        let mut out = Vec::new();
+        run_to(
+            InboxCommand::Deliver {
+                store: store.to_path_buf(),
+                key: key.into(),
+                payload: payload.into(),
+            },
+            &mut out,
+        )?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    fn show(store: &std::path::Path, json: bool) -> Result<String, InboxError> {
+        let mut out = Vec::new();
+        run_to(
+            InboxCommand::Show {
+                store: store.to_path_buf(),
+                json,
+            },
+            &mut out,
+        )?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn deliver_creates_applies_and_deduplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("pies.db");
+        assert_eq!(
+            deliver(&store, "order-1", "apple").unwrap(),
+            "applied: pie #1\n"
+        );
+        assert_eq!(
+            deliver(&store, "order-2", "plum").unwrap(),
+            "applied: pie #2\n"
+        );
+        assert_eq!(
+            deliver(&store, "order-1", "apple").unwrap(),
+            "duplicate: pie #1\n"
+        );
+        let e = deliver(&store, "order-1", "cherry").unwrap_err();
+        assert!(matches!(e, InboxError::Conflict { .. }), "{e}");
+        let e = deliver(&store, "", "apple").unwrap_err();
+        assert!(matches!(e, InboxError::InvalidKey(KeyError::Empty)));
+        let e = deliver(&store, &"k".repeat(300), "apple").unwrap_err();
+        assert!(matches!(
+            e,
+            InboxError::InvalidKey(KeyError::TooLong { len: 300 })
+        ));
+        let inbox = SqliteInbox::open(&store).unwrap();
+        assert_eq!(inbox.pies().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn show_lists_each_key_once_as_table_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("pies.db");
+        deliver(&store, "order-2", "plum").unwrap();
+        deliver(&store, "order-1", "apple").unwrap();
+        deliver(&store, "order-1", "apple").unwrap();
+        let table = show(&store, false).unwrap();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("KEY"));
+        assert!(
+            lines[1].starts_with("order-1  completed  pie #2"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("order-2  completed  pie #1"),
+            "{table}"
+        );
+        assert_eq!(lines[3], "2 keys");
+        let json: serde_json::Value = serde_json::from_str(&show(&store, true).unwrap()).unwrap();
+        let rows = json.as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["key"], "order-1");
+        assert_eq!(rows[0]["state"], "completed");
+        assert_eq!(rows[0]["result"], "pie #2");
+        assert_eq!(rows[0]["fingerprint"].as_str().unwrap().len(), 32);
+    }
+
+    #[test]
+    fn show_refuses_missing_and_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.db");
+        assert!(matches!(
+            show(&missing, false),
+            Err(InboxError::Missing { .. })
+        ));
+        assert!(!missing.exists(), "show must not create the file");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(
+            &text,
+            "not a database, just some notes about pies\n".repeat(20),
+        )
+        .unwrap();
+        assert!(matches!(
+            show(&text, false),
+            Err(InboxError::NotAnInbox { .. })
+        ));
+        assert!(matches!(
+            deliver(&text, "k", "p"),
+            Err(InboxError::NotAnInbox { .. })
+        ));
+    }
+
+    #[test]
+    fn a_failing_output_is_a_typed_error() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("pies.db");
+        let cmd = InboxCommand::Deliver {
+            store: store.clone(),
+            key: "order-1".into(),
+            payload: "apple".into(),
+        };
+        let e = run_to(cmd, &mut Closed).unwrap_err();
+        assert!(matches!(e, InboxError::Output(_)), "{e}");
+        // The delivery itself was recorded before the output failed: a rerun is a duplicate.
+        assert_eq!(
+            deliver(&store, "order-1", "apple").unwrap(),
+            "duplicate: pie #1\n"
+        );
+    }
+
+    #[test]
+    fn utc_formats_epoch_millis() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(utc(1_777_627_800_250), "2026-05-01T09:30:00.250Z");
+    }
+}

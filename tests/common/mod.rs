@@ -1,0 +1,2 @@
+//! Test-only helpers shared by the integration tests.
+pub mod broken;
