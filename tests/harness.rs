@@ -239,10 +239,18 @@ fn side_by_side_the_models_and_the_harness_agree_on_every_broken_receiver() {
     use onepie::models::{self, world, CheckOptions, Verdict};
     type Make = fn() -> Box<dyn Receiver>;
     let pairs: [(&str, &str, Make); 4] = [
-        ("check-then-act", "CheckThenAct", || Box::new(broken::CheckThenAct::default())),
-        ("forgetful-house", "Forgetful", || Box::new(broken::Forgetful::default())),
-        ("dedup-window", "short_window()", || Box::new(broken::short_window())),
-        ("accept-first", "RecordAfterEffect", || Box::new(broken::RecordAfterEffect::default())),
+        ("check-then-act", "CheckThenAct", || {
+            Box::new(broken::CheckThenAct::default())
+        }),
+        ("forgetful-house", "Forgetful", || {
+            Box::new(broken::Forgetful::default())
+        }),
+        ("dedup-window", "short_window()", || {
+            Box::new(broken::short_window())
+        }),
+        ("accept-first", "RecordAfterEffect", || {
+            Box::new(broken::RecordAfterEffect::default())
+        }),
     ];
     println!("| design (model) | model: at most one pie | receiver (code) | harness | minimal schedule |");
     println!("|---|---|---|---|---|");

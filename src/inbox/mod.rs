@@ -13,8 +13,9 @@
 //!   HTTP call, an email). A claim carries a fencing [`Token`]; an expired claim can be taken
 //!   over with a higher token, and a stale owner's `complete` is rejected. **A crash between
 //!   the effect and `complete` means the effect can run again** after the lease ends: this path
-//!   is at-least-once, and the receiving side must check the fencing token to make it
-//!   exactly-once.
+//!   is at-least-once. To make it exactly-once the receiving side must check the fencing token
+//!   (to refuse a stale owner) *and* remember the key (to refuse a second effect from a newer
+//!   owner): the `lease-fencing` model shows a token check alone still lets a second pie in.
 //!
 //! Keys are remembered forever by default ([`Retention::Forever`]). With
 //! [`Retention::Window`], keys completed longer ago than the window are forgotten (and
@@ -228,6 +229,8 @@ pub enum Claim {
 pub struct Lease {
     pub key: String,
     /// The fencing token: unique in the store and higher than every token issued before it.
+    /// The effect's target should refuse tokens lower than one it has seen, and remember the
+    /// key too: a token check alone cannot refuse a newer owner's repeat of a done effect.
     /// Pass it to whatever the effect talks to, so that side can reject stale owners.
     pub token: Token,
     /// The lease ends at this time; after it, another worker may take the key over.

@@ -177,7 +177,8 @@ impl SqliteOptions {
 /// let Claim::Acquired(lease) = inbox.claim("email-42", b"welcome", Duration::from_secs(30))? else {
 ///     return Ok(()); // already sent: nothing to do
 /// };
-/// // send_email(..., fencing_token = lease.token)   <- a crash here means it may be sent again
+/// // send_email(key, token) <- a crash here means it may be sent again: the mail service
+/// //                            must refuse stale tokens and remember the key
 /// inbox.complete(&lease, "sent")?;
 /// assert_eq!(
 ///     inbox.claim("email-42", b"welcome", Duration::from_secs(30))?,
