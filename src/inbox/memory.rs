@@ -2,12 +2,10 @@
 //! the property harness and as the fastest possible baseline.
 
 use super::{
-    in_progress, lease_millis, not_owner, BoxError, Claim, Clock, EffectLog, Entry, InboxError,
-    InboxStore, Lease, Outcome, Pie, SystemClock,
+    admit, lease_millis, not_owner, Admission, BoxError, Claim, Clock, EffectLog, Entry,
+    InboxError, InboxStore, Lease, Outcome, Pie, SystemClock,
 };
-use crate::dedup::{
-    decide, validate_key, Decision, Fingerprint, Millis, Record, Retention, Stage, Token,
-};
+use crate::dedup::{validate_key, Fingerprint, Millis, Record, Retention, Stage, Token};
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -136,21 +134,15 @@ impl State {
             MapEntry::Occupied(o) => Some(o.get()),
             MapEntry::Vacant(_) => None,
         };
-        let created_at = match decide(existing.map(|s| &s.record), &fingerprint, retention, now) {
-            Decision::Duplicate { result } => return Ok(Outcome::Duplicate(result.clone())),
-            Decision::Conflict { stored } => {
-                return Err(InboxError::Conflict {
-                    key: key.to_owned(),
-                    stored,
-                    incoming: fingerprint,
-                })
-            }
-            Decision::InProgress { owner, lease_until } => {
-                return Err(in_progress(key, owner, lease_until, now))
-            }
-            // A takeover keeps the key's history; a new or forgotten key starts a new one.
-            Decision::TakeOver { .. } => existing.map_or(now, |s| s.created_at),
-            Decision::Apply | Decision::Expired => now,
+        let created_at = match admit(
+            existing.map(|s| (&s.record, s.created_at)),
+            key,
+            fingerprint,
+            retention,
+            now,
+        )? {
+            Admission::Done(result) => return Ok(Outcome::Duplicate(result)),
+            Admission::Go { created_at, .. } => created_at,
         };
         let mut tx = MemoryTx {
             now,
@@ -303,24 +295,19 @@ impl InboxStore for MemoryStore {
         let now = self.clock.now();
         let mut state = self.lock();
         let slot = state.keys.get(key);
-        let (took_over_from, created_at) =
-            match decide(slot.map(|s| &s.record), &fingerprint, self.retention, now) {
-                Decision::Duplicate { result } => return Ok(Claim::Duplicate(result.clone())),
-                Decision::Conflict { stored } => {
-                    return Err(InboxError::Conflict {
-                        key: key.to_owned(),
-                        stored,
-                        incoming: fingerprint,
-                    })
-                }
-                Decision::InProgress { owner, lease_until } => {
-                    return Err(in_progress(key, owner, lease_until, now))
-                }
-                Decision::TakeOver { stale_owner } => {
-                    (Some(stale_owner), slot.map_or(now, |s| s.created_at))
-                }
-                Decision::Apply | Decision::Expired => (None, now),
-            };
+        let (took_over_from, created_at) = match admit(
+            slot.map(|s| (&s.record, s.created_at)),
+            key,
+            fingerprint,
+            self.retention,
+            now,
+        )? {
+            Admission::Done(result) => return Ok(Claim::Duplicate(result)),
+            Admission::Go {
+                created_at,
+                took_over_from,
+            } => (took_over_from, created_at),
+        };
         state.last_token += 1;
         let token = state.last_token;
         let lease_until = now.saturating_add(lease_millis(lease));

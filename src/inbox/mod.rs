@@ -488,6 +488,51 @@ fn not_owner(lease: &Lease, record: Option<&Record<String>>) -> Option<InboxErro
     })
 }
 
+/// What a store does with the decision core's answer before any effect runs.
+pub(crate) enum Admission {
+    /// Already done with the same payload: answer with the stored result, run nothing.
+    Done(String),
+    /// Run the effect (or grant the claim). The key's history began at `created_at`;
+    /// `took_over_from` is the stale owner when this takes an expired lease over.
+    Go {
+        created_at: Millis,
+        took_over_from: Option<Token>,
+    },
+}
+
+/// Runs [`crate::dedup::decide`] for `key` and turns its answer into what every store does
+/// next: answer now, refuse with an error, or go ahead. `existing` is the key's record and
+/// when its history began. One mapping, shared by every store and both paths.
+pub(crate) fn admit(
+    existing: Option<(&Record<String>, Millis)>,
+    key: &str,
+    fingerprint: Fingerprint,
+    retention: Retention,
+    now: Millis,
+) -> Result<Admission, InboxError> {
+    use crate::dedup::{decide, Decision};
+    match decide(existing.map(|(r, _)| r), &fingerprint, retention, now) {
+        Decision::Duplicate { result } => Ok(Admission::Done(result.clone())),
+        Decision::Conflict { stored } => Err(InboxError::Conflict {
+            key: key.to_owned(),
+            stored,
+            incoming: fingerprint,
+        }),
+        Decision::InProgress { owner, lease_until } => {
+            Err(in_progress(key, owner, lease_until, now))
+        }
+        // A takeover keeps the key's history; a new or forgotten key starts a new one.
+        Decision::TakeOver { stale_owner } => Ok(Admission::Go {
+            created_at: existing.map_or(now, |(_, created_at)| created_at),
+            took_over_from: Some(stale_owner),
+        }),
+        Decision::Apply | Decision::Expired => Ok(Admission::Go {
+            created_at: now,
+            took_over_from: None,
+        }),
+    }
+}
+
 fn in_progress(key: &str, owner: Token, lease_until: Millis, now: Millis) -> InboxError {
     InboxError::InProgress {
         key: key.to_owned(),

@@ -6,10 +6,10 @@
 //! [`InboxError::Locked`].
 
 use super::{
-    in_progress, lease_millis, not_owner, BoxError, Claim, Clock, EffectLog, Entry, InboxError,
-    InboxStore, Lease, Outcome, Pie, SystemClock,
+    admit, lease_millis, not_owner, Admission, BoxError, Claim, Clock, EffectLog, Entry,
+    InboxError, InboxStore, Lease, Outcome, Pie, SystemClock,
 };
-use crate::dedup::{decide, validate_key, Decision, Fingerprint, Millis, Record, Retention, Stage};
+use crate::dedup::{validate_key, Fingerprint, Millis, Record, Retention, Stage};
 use rusqlite::{params, CachedStatement, Connection, ErrorCode, OpenFlags, Row, Transaction};
 use std::fmt;
 use std::ops::Deref;
@@ -455,21 +455,15 @@ fn deliver_one<'t>(
 ) -> Result<Outcome, InboxError> {
     let existing = stmts.load(at, key)?;
     let prev = existing.as_ref().map(|s| &s.record);
-    let created_at = match decide(prev, &fingerprint, retention, now) {
-        Decision::Duplicate { result } => return Ok(Outcome::Duplicate(result.clone())),
-        Decision::Conflict { stored } => {
-            return Err(InboxError::Conflict {
-                key: key.to_owned(),
-                stored,
-                incoming: fingerprint,
-            })
-        }
-        Decision::InProgress { owner, lease_until } => {
-            return Err(in_progress(key, owner, lease_until, now))
-        }
-        // A takeover keeps the key's history; a new or forgotten key starts a new one.
-        Decision::TakeOver { .. } => existing.as_ref().map_or(now, |s| s.created_at),
-        Decision::Apply | Decision::Expired => now,
+    let created_at = match admit(
+        existing.as_ref().map(|s| (&s.record, s.created_at)),
+        key,
+        fingerprint,
+        retention,
+        now,
+    )? {
+        Admission::Done(result) => return Ok(Outcome::Duplicate(result)),
+        Admission::Go { created_at, .. } => created_at,
     };
     let changes_before = tx.total_changes();
     let mut etx = SqliteTx { tx, at, now };
@@ -788,25 +782,18 @@ impl InboxStore for SqliteInbox {
             let mut stmts = Stmts::new(tx, at)?;
             let existing = stmts.load(at, key)?;
             let prev = existing.as_ref().map(|s| &s.record);
-            let (took_over_from, created_at) = match decide(prev, &fingerprint, retention, now) {
-                Decision::Duplicate { result } => {
-                    return Ok((Claim::Duplicate(result.clone()), false))
-                }
-                Decision::Conflict { stored } => {
-                    return Err(InboxError::Conflict {
-                        key: key.to_owned(),
-                        stored,
-                        incoming: fingerprint,
-                    })
-                }
-                Decision::InProgress { owner, lease_until } => {
-                    return Err(in_progress(key, owner, lease_until, now))
-                }
-                Decision::TakeOver { stale_owner } => (
-                    Some(stale_owner),
-                    existing.as_ref().map_or(now, |s| s.created_at),
-                ),
-                Decision::Apply | Decision::Expired => (None, now),
+            let (took_over_from, created_at) = match admit(
+                existing.as_ref().map(|s| (&s.record, s.created_at)),
+                key,
+                fingerprint,
+                retention,
+                now,
+            )? {
+                Admission::Done(result) => return Ok((Claim::Duplicate(result), false)),
+                Admission::Go {
+                    created_at,
+                    took_over_from,
+                } => (took_over_from, created_at),
             };
             // Tokens come from one counter for the whole file, so a token is never reused,
             // not even after its key was pruned and claimed again.
