@@ -201,7 +201,7 @@ impl fmt::Display for Handout {
 }
 
 /// Where the queue thinks an order is.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Slot {
     /// Waiting to be handed out.
     Visible,
@@ -211,7 +211,60 @@ pub enum Slot {
     Gone,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+// The explorer shows states with `{:#?}`: name workers rather than actor ids (worker n is
+// actor n + 1), and show a house's memory as the orders it remembers.
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Slot::Visible => f.write_str("visible"),
+            Slot::HandedOut { worker } => {
+                write!(f, "handed out to worker {}, not acked", usize::from(*worker) - 1)
+            }
+            Slot::Gone => f.write_str("gone"),
+        }
+    }
+}
+
+impl fmt::Debug for PizzeriaState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PizzeriaState::Queue { orders } => {
+                let mut d = f.debug_struct("Queue");
+                for (order, slot) in orders.iter().enumerate() {
+                    d.field(&format!("order {order}"), slot);
+                }
+                d.finish()
+            }
+            PizzeriaState::Worker { baking, awaiting } => f
+                .debug_struct("Worker")
+                .field("baking", baking)
+                .field("awaiting confirmation", awaiting)
+                .finish(),
+            PizzeriaState::House {
+                memory,
+                pending,
+                now,
+            } => {
+                let remembers: Vec<&Order> = memory.keys().collect();
+                let mut d = f.debug_struct("House");
+                d.field("remembers orders", &remembers);
+                if !pending.is_empty() {
+                    let steps: Vec<String> = pending
+                        .iter()
+                        .map(|(o, w)| format!("order {o} from worker {}", usize::from(*w) - 1))
+                        .collect();
+                    d.field("second step pending", &steps);
+                }
+                if *now > 0 {
+                    d.field("clock", now);
+                }
+                d.finish()
+            }
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum PizzeriaState {
     Queue {
         orders: Vec<Slot>,
