@@ -218,7 +218,11 @@ impl fmt::Debug for Slot {
         match self {
             Slot::Visible => f.write_str("visible"),
             Slot::HandedOut { worker } => {
-                write!(f, "handed out to worker {}, not acked", usize::from(*worker) - 1)
+                write!(
+                    f,
+                    "handed out to worker {}, not acked",
+                    usize::from(*worker) - 1
+                )
             }
             Slot::Gone => f.write_str("gone"),
         }
