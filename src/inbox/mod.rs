@@ -503,6 +503,7 @@ pub(crate) enum Admission {
 /// Runs [`crate::dedup::decide`] for `key` and turns its answer into what every store does
 /// next: answer now, refuse with an error, or go ahead. `existing` is the key's record and
 /// when its history began. One mapping, shared by every store and both paths.
+#[inline]
 pub(crate) fn admit(
     existing: Option<(&Record<String>, Millis)>,
     key: &str,
