@@ -2,10 +2,11 @@
 //! per property, the state count and depth, and for each violation the *shortest*
 //! counterexample told as a numbered story.
 //!
-//! Verdicts come from Stateright's BFS checker. Its discoveries are not the shortest paths in
-//! 0.31 (a later path overwrites the first one found), so each counterexample is then looked
-//! for again by a breadth-first search of our own that stops at the first violating state:
-//! in BFS order that path is a shortest one.
+//! Verdicts come from Stateright's checker: breadth-first, or depth-first with symmetry
+//! reduction where a design's workers are interchangeable. Its discoveries are not the shortest
+//! paths in 0.31 (a later path overwrites the first one found), so each counterexample is then
+//! looked for again by a breadth-first search of our own that stops at the first violating
+//! state: in BFS order that path is a shortest one.
 
 use super::world::{Action, Message, State, World};
 use crate::ledger::Tally;

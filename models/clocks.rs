@@ -21,7 +21,7 @@
 //! Actor ids: `0` is the queue, `1..=workers` the workers, then one house per order, then `time`.
 
 use super::symmetry;
-use super::world::{Faults, History, Message, Order, State, World};
+use super::world::{choice_key, Faults, History, Message, Order, State, World};
 use super::Params;
 use stateright::actor::{model_timeout, Actor, ActorModel, ActorModelAction, Id, Network, Out};
 use stateright::{Model, Rewrite, RewritePlan};
@@ -227,10 +227,6 @@ pub enum Timed {
         clocked: Vec<Id>,
         drift: u8,
     },
-}
-
-fn choice_key(order: Order) -> String {
-    format!("order {order}")
 }
 
 fn handouts(order: Order, workers: &[Id]) -> Vec<Choice> {

@@ -10,9 +10,9 @@
 //! Actor ids: `0` is the customer, `1` the queue, `2..2 + workers` the workers, then one house
 //! per intended order.
 
-use super::world::{Faults, History, Message, Order, State, World};
+use super::world::{pie_fingerprint, Faults, History, Message, Order, State, World};
 use super::Params;
-use crate::dedup::{self, Fingerprint, Record, Retention};
+use crate::dedup::{self, Record, Retention};
 use stateright::actor::{model_timeout, Actor, ActorModel, ActorModelAction, Id, Network, Out};
 use stateright::Model;
 use std::borrow::Cow;
@@ -216,11 +216,6 @@ fn handouts(entry: u8, id: OrderId, workers: &[Id]) -> Vec<Handout> {
 
 fn choice_key(entry: u8) -> String {
     format!("entry {entry}")
-}
-
-/// The payload the house fingerprints: the same pie for the same house, however often ordered.
-fn pie_fingerprint(order: Order) -> Fingerprint {
-    Fingerprint::of(&[order])
 }
 
 impl Actor for Phone {

@@ -12,9 +12,9 @@
 //! Actor ids: `0` is the queue, `1..=workers` the workers, then the lock, then one house per order.
 
 use super::symmetry;
-use super::world::{Faults, History, Message, Order, State, World};
+use super::world::{choice_key, pie_fingerprint, Faults, History, Message, Order, State, World};
 use super::Params;
-use crate::dedup::{self, Fingerprint, Record, Retention};
+use crate::dedup::{self, Record, Retention};
 use stateright::actor::{model_timeout, Actor, ActorModel, ActorModelAction, Id, Network, Out};
 use stateright::{Model, Rewrite, RewritePlan};
 use std::borrow::Cow;
@@ -191,10 +191,6 @@ pub enum Leasing {
         no: usize,
         door: Door,
     },
-}
-
-fn choice_key(order: Order) -> String {
-    format!("order {order}")
 }
 
 impl Actor for Leasing {
@@ -380,10 +376,6 @@ fn grant(lease: &mut Lease, order: Order, worker: Id, o: &mut Out<Leasing>) {
         },
     );
     o.set_timer(Timer::LeaseExpiry { order }, model_timeout());
-}
-
-fn pie_fingerprint(order: Order) -> Fingerprint {
-    Fingerprint::of(&[order])
 }
 
 fn worker_orders<'a>(state: &'a mut Cow<'_, LeaseState>) -> &'a mut BTreeMap<Order, Stage> {

@@ -5,9 +5,9 @@
 //! Actor ids: `0` is the queue, `1..=workers` are the workers, then one house per order
 //! (order `o` goes to house `o`).
 
-use super::world::{Faults, History, Message, Order, State, World};
+use super::world::{choice_key, pie_fingerprint, Faults, History, Message, Order, State, World};
 use super::Params;
-use crate::dedup::{self, Fingerprint, Record, Retention};
+use crate::dedup::{self, Record, Retention};
 use stateright::actor::{model_timeout, Actor, ActorModel, ActorModelAction, Id, Network, Out};
 use stateright::{Model, Rewrite, RewritePlan};
 use std::borrow::Cow;
@@ -319,15 +319,6 @@ fn handouts(order: Order, workers: &[Id]) -> Vec<Handout> {
             worker_no,
         })
         .collect()
-}
-
-fn choice_key(order: Order) -> String {
-    format!("order {order}")
-}
-
-/// The payload fingerprint of an order's pie, as the house's decision core sees it.
-fn pie_fingerprint(order: Order) -> Fingerprint {
-    Fingerprint::of(&[order])
 }
 
 impl Actor for Pizzeria {

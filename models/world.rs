@@ -11,7 +11,7 @@
 
 use crate::ledger::Ledger;
 use stateright::actor::{Actor, ActorModel, ActorModelAction, ActorModelState, Id};
-use stateright::{Expectation, Model, Path, Property};
+use stateright::{Model, Path, Property};
 use std::fmt::{Debug, Display};
 use std::hash::Hash;
 
@@ -339,8 +339,13 @@ where
     }
 }
 
-/// How a property's verdict reads: `Always` properties hold or are violated; a `Sometimes`
-/// property holds when an example exists.
-pub fn is_always<M: Model>(p: &Property<M>) -> bool {
-    matches!(p.expectation, Expectation::Always)
+/// The payload fingerprint of an order's pie, as every deduplicating house hands it to
+/// [`crate::dedup::decide`].
+pub fn pie_fingerprint(order: Order) -> crate::dedup::Fingerprint {
+    crate::dedup::Fingerprint::of(&[order])
+}
+
+/// The key of the queue's random choice of worker for an order.
+pub fn choice_key(order: Order) -> String {
+    format!("order {order}")
 }
