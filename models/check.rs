@@ -1,43 +1,59 @@
-//! Running the model checker on a design and turning what it finds into a report: a verdict
+//! Running the search engine on a design and turning what it finds into a report: a verdict
 //! per property, the state count and depth, and for each violation the *shortest*
 //! counterexample told as a numbered story.
 //!
-//! Verdicts come from Stateright's checker: breadth-first, or depth-first with symmetry
-//! reduction where a design's workers are interchangeable. Its discoveries are not the shortest
-//! paths in 0.31 (a later path overwrites the first one found), so each counterexample is then
-//! looked for again by a breadth-first search of our own that stops at the first violating
-//! state: in BFS order that path is a shortest one.
+//! Verdicts and stories come from one run of onepie's own breadth-first search
+//! ([`super::engine::search`]): its first witness of a violation is at the least depth by
+//! construction. (Stateright's own checker stays behind the explorer, and as a cross-check in
+//! the tests.) Depth-first search is an option for deep, narrow spaces; its stories are not
+//! always shortest, and the report says which search was used.
 
+use super::engine::search::{self, Expect, Outcome, SearchOptions, Stop};
+pub use super::engine::search::{Strategy, Visited};
 use super::world::{Action, Message, State, World};
 use crate::ledger::Tally;
 use serde::Serialize;
 use stateright::actor::{Actor, Envelope, Network};
-use stateright::{Checker, Expectation, Model, Path};
+use stateright::{Model, Path};
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::{Debug, Display};
 use std::hash::{Hash, Hasher};
-use std::time::{Duration, Instant};
 
 /// How to run the checker.
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
-    /// Checker threads.
+    /// Search threads (breadth-first).
     pub threads: usize,
+    pub strategy: Strategy,
+    /// Reduce by the design's symmetry (interchangeable workers, and orders where they are).
+    pub symmetry: bool,
+    pub visited: Visited,
     /// Give up (with an error) after generating this many states.
-    pub max_states: usize,
-    /// Print progress to stderr for checks that take more than a couple of seconds.
+    pub max_states: u64,
+    /// Give up (with an error) once the process holds this many bytes.
+    pub max_memory: Option<u64>,
+    /// Print progress to stderr each second during checks that take over two.
     pub progress: bool,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
-            threads: 1,
-            max_states: 20_000_000,
+            threads: available_threads(),
+            strategy: Strategy::Bfs,
+            symmetry: true,
+            visited: Visited::Fingerprints,
+            max_states: 2_000_000_000,
+            max_memory: None,
             progress: false,
         }
     }
+}
+
+/// Every core the process may use.
+pub fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// What a property turned out to be. For an `Always` property, `Holds` means no reachable
@@ -78,28 +94,57 @@ pub struct PropertyReport {
     pub property: &'static str,
     pub expectation: &'static str,
     pub verdict: Verdict,
-    /// For a violated property, its shortest counterexample.
+    /// For a violated property, its counterexample (shortest, from breadth-first search).
     pub counterexample: Option<Counterexample>,
 }
 
-/// A design's check: verdicts, state count, depth, time.
+/// A design's check: verdicts, state count, depth, time, and how it was searched.
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckReport {
     pub design: &'static str,
     pub bounds: String,
     pub properties: Vec<PropertyReport>,
-    pub unique_states: usize,
+    /// Distinct states; with symmetry reduction, distinct classes of interchangeable actors.
+    pub unique_states: u64,
+    /// Successor states generated, duplicates included.
+    pub generated_states: u64,
     pub max_depth: usize,
     pub seconds: f64,
-    /// How the states were searched: [`SEARCH_BFS`] or [`SEARCH_DFS_SYMMETRY`] (whose
-    /// `unique_states` counts one state per symmetry class).
-    pub search: &'static str,
+    /// Peak resident memory of the process during the check, in bytes.
+    pub peak_memory: Option<u64>,
+    /// The visited set and parent links, per distinct state, in bytes.
+    pub bytes_per_state: f64,
+    /// The chance that two distinct states shared a fingerprint (TLC's optimistic estimate);
+    /// `null` with `--visited full`.
+    pub fingerprint_collision_probability: Option<f64>,
+    /// `bfs` or `dfs`.
+    pub search: Strategy,
+    /// The symmetry reduction used: "none", or what was interchangeable.
+    pub reduction: &'static str,
+    pub visited: Visited,
+    pub threads: usize,
 }
 
 impl CheckReport {
     /// The report for `property`, if the design has it.
     pub fn property(&self, property: &str) -> Option<&PropertyReport> {
         self.properties.iter().find(|p| p.property == property)
+    }
+
+    /// How the states were searched, in words, for the table.
+    pub fn method(&self) -> String {
+        let search = match self.search {
+            Strategy::Bfs => "breadth-first",
+            Strategy::Dfs => "depth-first",
+        };
+        let visited = match self.visited {
+            Visited::Fingerprints => "",
+            Visited::FullStates => ", full states",
+        };
+        match self.reduction {
+            "none" => format!("{search}{visited}"),
+            r => format!("{search}, symmetry: {r}{visited}"),
+        }
     }
 }
 
@@ -121,8 +166,17 @@ pub enum CheckError {
     )]
     TooManyStates {
         design: &'static str,
-        bound: usize,
-        generated: usize,
+        bound: u64,
+        generated: u64,
+    },
+    #[error(
+        "`{design}` stopped at {used} MB, over --max-memory {bound} MB; lower the sizes, turn \
+         symmetry on, or raise --max-memory"
+    )]
+    TooMuchMemory {
+        design: &'static str,
+        bound: u64,
+        used: u64,
     },
     #[error("--{flag} does not apply to `{design}`; it applies to: {applies_to}")]
     DoesNotApply {
@@ -130,15 +184,15 @@ pub enum CheckError {
         design: &'static str,
         applies_to: String,
     },
-    #[error("internal error: the checker reported `{property}` violated but no counterexample was found again")]
-    LostCounterexample { property: &'static str },
 }
 
 /// Checks `world` and reports every property. Generic over the design's actors.
+/// `reduction` names what the design's symmetry makes interchangeable.
 pub fn run<A, C>(
     design: &'static str,
     bounds: String,
     world: World<A, C>,
+    reduction: &'static str,
     opts: &CheckOptions,
 ) -> Result<CheckReport, CheckError>
 where
@@ -150,123 +204,62 @@ where
     A::Storage: Send + Sync,
     C: Send + Sync + 'static,
 {
-    let start = Instant::now();
-    let symmetry = world.symmetry;
-    let builder = world
-        .checker()
-        .threads(opts.threads.max(1))
-        .target_state_count(opts.max_states);
-    // Stateright reduces symmetry in its depth-first search only; verdicts are exhaustive either
-    // way, and the stories come from our own breadth-first search below.
-    match symmetry {
-        Some(representative) => conclude(
-            design,
-            bounds,
-            builder.symmetry_fn(representative).spawn_dfs(),
-            opts,
-            start,
-            SEARCH_DFS_SYMMETRY,
-        ),
-        None => conclude(design, bounds, builder.spawn_bfs(), opts, start, SEARCH_BFS),
-    }
-}
-
-/// How the state space was searched, as the report says it.
-pub const SEARCH_BFS: &str = "breadth-first";
-pub const SEARCH_DFS_SYMMETRY: &str = "depth-first, with symmetry reduction";
-
-/// Waits for `checker`, then turns its discoveries into verdicts and shortest stories.
-fn conclude<A, C, K>(
-    design: &'static str,
-    bounds: String,
-    checker: K,
-    opts: &CheckOptions,
-    start: Instant,
-    search: &'static str,
-) -> Result<CheckReport, CheckError>
-where
-    A: Actor + Send + Sync + 'static,
-    A::Msg: Ord + Message + Send + Sync,
-    A::Timer: Ord + Display + Send + Sync,
-    A::Random: Display + Send + Sync,
-    A::State: Send + Sync,
-    A::Storage: Send + Sync,
-    C: Send + Sync + 'static,
-    K: Checker<World<A, C>>,
-{
-    let mut last_print = Instant::now();
-    while !checker.is_done() {
-        std::thread::sleep(Duration::from_millis(20));
-        if opts.progress
-            && start.elapsed() > Duration::from_secs(2)
-            && last_print.elapsed() > Duration::from_secs(1)
-        {
-            eprintln!(
-                "  {design}: {} unique states, depth {}, {:.0} s …",
-                checker.unique_state_count(),
-                checker.max_depth(),
-                start.elapsed().as_secs_f64()
-            );
-            last_print = Instant::now();
-        }
-    }
-    let checker = checker.join();
-    if checker.state_count() >= opts.max_states {
-        return Err(CheckError::TooManyStates {
+    let outcome: Outcome<World<A, C>> = search::search(
+        &world,
+        &SearchOptions {
+            strategy: opts.strategy,
+            threads: opts.threads,
+            symmetry: opts.symmetry,
+            visited: opts.visited,
+            max_states: opts.max_states,
+            max_memory: opts.max_memory,
+            progress: opts.progress.then(|| design.to_string()),
+        },
+    )
+    .map_err(|stop| match stop {
+        Stop::TooManyStates { generated } => CheckError::TooManyStates {
             design,
             bound: opts.max_states,
-            generated: checker.state_count(),
-        });
-    }
-    let discoveries = checker.discoveries();
-    let world = checker.model();
-    let mut properties = Vec::new();
-    for property in world.properties() {
-        let found = discoveries.contains_key(property.name);
-        let (expectation, verdict) = match property.expectation {
-            Expectation::Sometimes => (
-                "sometimes",
-                if found {
-                    Verdict::Holds
-                } else {
-                    Verdict::Violated
-                },
-            ),
-            _ => (
-                "always",
-                if found {
-                    Verdict::Violated
-                } else {
-                    Verdict::Holds
-                },
-            ),
-        };
-        let counterexample = if verdict == Verdict::Violated && expectation == "always" {
-            let condition = property.condition;
-            let path =
-                shortest_path_up_to_symmetry(world, |s| !condition(world, s), world.symmetry)
-                    .ok_or(CheckError::LostCounterexample {
-                        property: property.name,
-                    })?;
-            Some(tell(world, path))
-        } else {
-            None
-        };
-        properties.push(PropertyReport {
-            property: property.name,
-            expectation,
-            verdict,
-            counterexample,
-        });
-    }
+            generated,
+        },
+        Stop::TooMuchMemory { rss } => CheckError::TooMuchMemory {
+            design,
+            bound: opts.max_memory.unwrap_or(0) / 1_000_000,
+            used: rss / 1_000_000,
+        },
+    })?;
+    let properties = outcome
+        .properties
+        .into_iter()
+        .map(|found| {
+            let sometimes = found.expect == Expect::Sometimes;
+            let verdict = match (sometimes, found.path.is_some()) {
+                (true, true) | (false, false) => Verdict::Holds,
+                _ => Verdict::Violated,
+            };
+            PropertyReport {
+                property: found.name,
+                expectation: if sometimes { "sometimes" } else { "always" },
+                verdict,
+                counterexample: found.path.filter(|_| !sometimes).map(|p| tell(&world, p)),
+            }
+        })
+        .collect();
     Ok(CheckReport {
         design,
         bounds,
         properties,
-        unique_states: checker.unique_state_count(),
-        max_depth: checker.max_depth(),
-        seconds: start.elapsed().as_secs_f64(),
-        search,
+        unique_states: outcome.unique_states,
+        generated_states: outcome.generated,
+        max_depth: outcome.max_depth,
+        seconds: outcome.seconds,
+        peak_memory: outcome.peak_rss,
+        bytes_per_state: outcome.visited_bytes as f64 / outcome.unique_states.max(1) as f64,
+        fingerprint_collision_probability: outcome.collision_probability,
+        search: outcome.strategy,
+        reduction: if outcome.symmetry { reduction } else { "none" },
+        visited: outcome.visited,
+        threads: outcome.threads,
     })
 }
 
@@ -276,7 +269,8 @@ fn fingerprint<T: Hash>(t: &T) -> u64 {
     h.finish()
 }
 
-/// A shortest path from an initial state to a state where `bad` holds, by breadth-first search.
+/// A shortest path from an initial state to a state where `bad` holds, by a plain breadth-first
+/// search on one thread: for tests and tools that ask about a state the properties do not name.
 pub fn shortest_path<M>(
     model: &M,
     bad: impl Fn(&M::State) -> bool,
@@ -286,29 +280,6 @@ where
     M::State: Hash + Clone + PartialEq,
     M::Action: Clone + PartialEq,
 {
-    shortest_path_up_to_symmetry(model, bad, None)
-}
-
-/// A symmetry representative function for `M`'s states.
-pub type Representative<M> = fn(&<M as Model>::State) -> <M as Model>::State;
-
-/// Like [`shortest_path`], but with symmetry reduction: a state whose `representative` was seen
-/// already is not explored again. For a `bad` that is symmetric too, the first bad state found is
-/// still at the least depth; the path follows the states actually reached, so it replays as is.
-pub fn shortest_path_up_to_symmetry<M>(
-    model: &M,
-    bad: impl Fn(&M::State) -> bool,
-    representative: Option<Representative<M>>,
-) -> Option<Path<M::State, M::Action>>
-where
-    M: Model,
-    M::State: Hash + Clone + PartialEq,
-    M::Action: Clone + PartialEq,
-{
-    let key = |s: &M::State| match representative {
-        Some(r) => fingerprint(&r(s)),
-        None => fingerprint(s),
-    };
     // Each visited state remembers its parent and the action that led to it (or which initial
     // state it is).
     enum Came<A> {
@@ -319,7 +290,7 @@ where
     let mut frontier = VecDeque::new();
     let mut found = None;
     for (i, init) in model.init_states().into_iter().enumerate() {
-        let k = key(&init);
+        let k = fingerprint(&init);
         if let Entry::Vacant(e) = parents.entry(k) {
             e.insert(Came::Init(i));
             if bad(&init) {
@@ -335,7 +306,7 @@ where
             if !model.within_boundary(&next) {
                 continue;
             }
-            let next_k = key(&next);
+            let next_k = fingerprint(&next);
             if let Entry::Vacant(e) = parents.entry(next_k) {
                 e.insert(Came::From(k, action));
                 if bad(&next) {

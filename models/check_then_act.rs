@@ -12,7 +12,7 @@ use super::pizzeria::{self, Door, QueuePolicy};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
-use super::{check, Design, Params, Verdict};
+use super::{Design, Params, Verdict};
 
 pub static DESIGN: Design = Design {
     name: "check-then-act",
@@ -26,9 +26,7 @@ pub static DESIGN: Design = Design {
     defaults: Params {
         ..super::idempotent_house::DESIGN.defaults
     },
-    check: |p, o| check::run(DESIGN.name, p.to_string(), world(p), o),
-    ending: |p, path| check::ending(&world(p), path),
-    explore: |p, addr| super::explore::serve(world(p), addr),
+    world: |p| world(p).into(),
 };
 
 /// The model at `p`.

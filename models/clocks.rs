@@ -624,6 +624,10 @@ fn representative(state: &State<Timed>) -> State<Timed> {
     symmetry::sort_actors(state, &workers)
 }
 
+/// What the symmetry reduction treats as interchangeable: the workers; orders are not (each
+/// order's lease and the clocks are tracked one by one).
+pub const SYMMETRY: &str = "workers";
+
 /// The world type of the deadline designs.
 pub type TimedWorld = World<Timed, Setup>;
 

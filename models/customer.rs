@@ -437,6 +437,9 @@ fn is_stall(
     }
 }
 
+/// No symmetry reduction: the customer's calls and the queue's order numbers are told apart.
+pub const SYMMETRY: &str = "none";
+
 /// The world type of the producer-retry designs.
 pub type PhoneWorld = World<Phone, Setup>;
 

@@ -11,7 +11,7 @@ use super::clocks::{self, Handover};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
-use super::{check, Design, Params, Verdict};
+use super::{Design, Params, Verdict};
 
 pub static DESIGN: Design = Design {
     name: "deadline-thin-margin",
@@ -27,9 +27,7 @@ pub static DESIGN: Design = Design {
         margin: Some(1),
         ..super::deadline::DESIGN.defaults
     },
-    check: |p, o| check::run(DESIGN.name, p.to_string(), world(p), o),
-    ending: |p, path| check::ending(&world(p), path),
-    explore: |p, addr| super::explore::serve(world(p), addr),
+    world: |p| world(p).into(),
 };
 
 /// The model at `p`: the deadline model itself.

@@ -10,7 +10,7 @@ use super::clocks::{self, Handover};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
-use super::{check, Design, Params, Verdict, MAX_DRIFT};
+use super::{Design, Params, Verdict, MAX_DRIFT};
 
 pub static DESIGN: Design = Design {
     name: "deadline-unbounded",
@@ -25,9 +25,7 @@ pub static DESIGN: Design = Design {
         drift: Some(MAX_DRIFT),
         ..super::deadline::DESIGN.defaults
     },
-    check: |p, o| check::run(DESIGN.name, p.to_string(), world(p), o),
-    ending: |p, path| check::ending(&world(p), path),
-    explore: |p, addr| super::explore::serve(world(p), addr),
+    world: |p| world(p).into(),
 };
 
 /// The model at `p`: the deadline model itself.

@@ -11,7 +11,7 @@ use super::customer::{self, Ids};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
-use super::{check, Design, Params, Verdict};
+use super::{Design, Params, Verdict};
 
 pub static DESIGN: Design = Design {
     name: "idempotency-key",
@@ -32,9 +32,7 @@ pub static DESIGN: Design = Design {
         margin: None,
         window: None,
     },
-    check: |p, o| check::run(DESIGN.name, p.to_string(), world(p), o),
-    ending: |p, path| check::ending(&world(p), path),
-    explore: |p, addr| super::explore::serve(world(p), addr),
+    world: |p| world(p).into(),
 };
 
 /// The model at `p`.

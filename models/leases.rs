@@ -449,6 +449,9 @@ fn representative(state: &State<Leasing>) -> State<Leasing> {
     symmetry::sort_actors(state, &workers)
 }
 
+/// What the symmetry reduction treats as interchangeable: the workers (one order by default).
+pub const SYMMETRY: &str = "workers";
+
 /// The world type of the coordinating-consumers designs.
 pub type LeaseWorld = World<Leasing, Setup>;
 

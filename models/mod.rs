@@ -6,6 +6,7 @@
 //! are asserted by `cargo test` against freshly computed verdicts — never printed from a table.
 
 pub mod check;
+pub mod engine;
 pub mod clocks;
 pub mod customer;
 pub mod explore;
@@ -128,7 +129,9 @@ impl fmt::Display for Params {
     }
 }
 
-/// A delivery design: its name, what it is, what we expect of it, and how to check it.
+/// A delivery design: its name, what it is, what we expect of it, and its model. A design file
+/// is its doc comment, this and its world; checking, replaying and exploring are the same for
+/// every design (below).
 pub struct Design {
     /// The name used on the command line, e.g. `ack-after-work`.
     pub name: &'static str,
@@ -138,12 +141,61 @@ pub struct Design {
     pub expected: &'static [(&'static str, Verdict)],
     /// The default size: big enough for every counterexample, small enough for seconds.
     pub defaults: Params,
-    /// Model-checks the design at `params`.
-    pub check: fn(&Params, &CheckOptions) -> Result<CheckReport, CheckError>,
-    /// Replays an explorer path (as in a counterexample) and says how it ends.
-    pub ending: fn(&Params, &str) -> Option<check::Ending>,
-    /// Serves Stateright's explorer for the design at `params` on `addr` (blocks).
-    pub explore: fn(&Params, std::net::SocketAddr),
+    /// The design's model at the given sizes.
+    pub world: fn(&Params) -> AnyWorld,
+}
+
+/// A design's model, whichever cast it is built from.
+pub enum AnyWorld {
+    Pizzeria(pizzeria::PizzeriaWorld),
+    Timed(clocks::TimedWorld),
+    Lease(leases::LeaseWorld),
+    Phone(customer::PhoneWorld),
+}
+
+/// Runs `$body` with `$w` bound to the concrete world inside an [`AnyWorld`].
+macro_rules! with_world {
+    ($any:expr, $w:ident => $body:expr) => {
+        match $any {
+            AnyWorld::Pizzeria($w) => $body,
+            AnyWorld::Timed($w) => $body,
+            AnyWorld::Lease($w) => $body,
+            AnyWorld::Phone($w) => $body,
+        }
+    };
+}
+
+impl From<pizzeria::PizzeriaWorld> for AnyWorld {
+    fn from(w: pizzeria::PizzeriaWorld) -> Self {
+        AnyWorld::Pizzeria(w)
+    }
+}
+impl From<clocks::TimedWorld> for AnyWorld {
+    fn from(w: clocks::TimedWorld) -> Self {
+        AnyWorld::Timed(w)
+    }
+}
+impl From<leases::LeaseWorld> for AnyWorld {
+    fn from(w: leases::LeaseWorld) -> Self {
+        AnyWorld::Lease(w)
+    }
+}
+impl From<customer::PhoneWorld> for AnyWorld {
+    fn from(w: customer::PhoneWorld) -> Self {
+        AnyWorld::Phone(w)
+    }
+}
+
+impl AnyWorld {
+    /// What the cast's symmetry treats as interchangeable.
+    pub fn reduction(&self) -> &'static str {
+        match self {
+            AnyWorld::Pizzeria(_) => pizzeria::SYMMETRY,
+            AnyWorld::Timed(_) => clocks::SYMMETRY,
+            AnyWorld::Lease(_) => leases::SYMMETRY,
+            AnyWorld::Phone(_) => customer::SYMMETRY,
+        }
+    }
 }
 
 impl Design {
@@ -153,6 +205,23 @@ impl Design {
             .iter()
             .find(|(name, _)| *name == property)
             .map(|(_, v)| *v)
+    }
+
+    /// Model-checks the design at `params`.
+    pub fn check(&self, params: &Params, opts: &CheckOptions) -> Result<CheckReport, CheckError> {
+        let world = (self.world)(params);
+        let reduction = world.reduction();
+        with_world!(world, w => check::run(self.name, params.to_string(), w, reduction, opts))
+    }
+
+    /// Replays an explorer path (as in a counterexample) and says how it ends.
+    pub fn ending(&self, params: &Params, explorer_path: &str) -> Option<check::Ending> {
+        with_world!((self.world)(params), w => check::ending(&w, explorer_path))
+    }
+
+    /// Serves Stateright's explorer for the design at `params` on `addr` (blocks).
+    pub fn explore(&self, params: &Params, addr: std::net::SocketAddr) {
+        with_world!((self.world)(params), w => explore::serve(w, addr))
     }
 }
 

@@ -731,6 +731,9 @@ fn is_stall(
     baking_by_live_worker || acted_on_in_flight
 }
 
+/// What the pizzeria's symmetry reduction treats as interchangeable.
+pub const SYMMETRY: &str = "workers";
+
 /// The world type of every pizzeria design.
 pub type PizzeriaWorld = World<Pizzeria, Setup>;
 

@@ -78,7 +78,7 @@ pub fn write(dir: &Path) -> Result<Vec<PathBuf>, ProofsError> {
     let mut written = Vec::new();
     let mut reports = Vec::new();
     for design in designs() {
-        let report = (design.check)(&design.defaults, &CheckOptions::default())?;
+        let report = design.check(&design.defaults, &CheckOptions::default())?;
         for p in &report.properties {
             if let Some(Counterexample { svg: Some(svg), .. }) = &p.counterexample {
                 let path = dir.join(format!("{}.{}.svg", design.name, slug(p.property)));
@@ -135,9 +135,11 @@ fn evidence(design: &Design, report: &CheckReport) -> String {
     let _ = writeln!(s, "## Evidence\n");
     let _ = writeln!(
         s,
-        "Checked with `onepie check {}`: Stateright 0.31, {}, exhaustive, 1 thread, \
-         within these bounds: **{}**.\n",
-        design.name, report.search, report.bounds
+        "Checked with `onepie check {}`: onepie's search engine over the Stateright model, {}, \
+         exhaustive, within these bounds: **{}**.\n",
+        design.name,
+        report.method(),
+        report.bounds
     );
     let _ = writeln!(
         s,

@@ -11,6 +11,7 @@
 
 use crate::ledger::Ledger;
 use stateright::actor::{Actor, ActorModel, ActorModelAction, ActorModelState, Id};
+use super::engine::search::{self, Searchable};
 use stateright::{Model, Path, Property};
 use std::fmt::{Debug, Display};
 use std::hash::Hash;
@@ -162,8 +163,10 @@ where
         })
     }
 
-    /// Is this fault still allowed in `state`?
-    fn allowed(&self, state: &State<A>, action: &Action<A>) -> bool {
+    /// Is `action` allowed in `state`? Only faults are ever refused, once their budget is spent.
+    /// `fault` is [`World::is_fault`] of the action, computed once by the caller (for a timeout
+    /// it asks the design whether the work is still under way, which is not cheap).
+    fn allowed(&self, state: &State<A>, action: &Action<A>, fault: bool) -> bool {
         let used = state.history.used;
         match action {
             // A message an actor sends itself is a note to self, not network traffic: only a
@@ -177,9 +180,7 @@ where
                         .copied()
                         .unwrap_or(false)
             }
-            ActorModelAction::Timeout(id, timer) => {
-                used.stalls < self.budget.stalls || !(self.is_stall)(&self.inner, state, *id, timer)
-            }
+            ActorModelAction::Timeout(..) => !fault || used.stalls < self.budget.stalls,
             _ => true,
         }
     }
@@ -193,22 +194,51 @@ where
         }
     }
 
-    /// Quiet: nothing but a fault can change the state any more (every message left in flight
-    /// would be ignored, no timer would do anything, no actor is down).
-    pub fn is_quiet(&self, state: &State<A>) -> bool {
-        // Cheap exits first: a restart or a random choice is always a step that changes the state.
-        if state.crashed.iter().any(|&c| c)
-            || state.random_choices.iter().any(|r| !r.map.is_empty())
-        {
-            return false;
+    /// The state after `action` (allowed, and a fault iff `fault`), or `None` if it changes
+    /// nothing: the actors' step, the environment's, and the fault spent.
+    fn step(&self, last: &State<A>, action: Action<A>, fault: bool) -> Option<State<A>> {
+        let mut used = last.history.used;
+        match &action {
+            ActorModelAction::Drop(_) => used.losses += 1,
+            ActorModelAction::Crash(_) => used.crashes += 1,
+            ActorModelAction::Timeout(..) if fault => used.stalls += 1,
+            _ => {}
         }
-        let mut actions = Vec::new();
-        self.actions(state, &mut actions);
-        actions
-            .into_iter()
-            .filter(|a| !self.is_fault(state, a))
-            .all(|a| self.next_state(state, a).is_none())
+        let env_action = self.environment.map(|env| (env, action.clone()));
+        let mut next = self.inner.next_state(last, action)?;
+        if let Some((env, action)) = env_action {
+            next = env(&self.inner, last, &action, next)?;
+        }
+        next.history.used = used;
+        Some(next)
     }
+
+    /// Quiet: nothing but a fault can change the state any more (every message left in flight
+    /// would be ignored, no timer would do anything, no actor is down). The search gets this
+    /// from [`Searchable::expand`] as it generates the successors anyway.
+    pub fn is_quiet(&self, state: &State<A>) -> bool {
+        self.successors(state, &mut Vec::new())
+    }
+
+    /// Pushes every allowed step out of `state` that changes it, and says whether `state` is
+    /// quiet (no step but a fault changes it). Each timeout's stall test runs once.
+    pub fn successors(&self, state: &State<A>, out: &mut Vec<(Action<A>, State<A>)>) -> bool {
+        let mut actions = Vec::new();
+        self.inner.actions(state, &mut actions);
+        let mut quiet = true;
+        for action in actions {
+            let fault = self.is_fault(state, &action);
+            if !self.allowed(state, &action, fault) {
+                continue;
+            }
+            if let Some(next) = self.step(state, action.clone(), fault) {
+                quiet &= fault;
+                out.push((action, next));
+            }
+        }
+        quiet
+    }
+
 
     /// An actor's name, e.g. `worker 0`.
     pub fn actor_name(&self, id: Id) -> String {
@@ -285,31 +315,15 @@ where
 
     fn actions(&self, state: &Self::State, actions: &mut Vec<Self::Action>) {
         self.inner.actions(state, actions);
-        actions.retain(|a| self.allowed(state, a));
+        actions.retain(|a| self.allowed(state, a, self.is_fault(state, a)));
     }
 
     fn next_state(&self, last: &Self::State, action: Self::Action) -> Option<Self::State> {
-        if !self.allowed(last, &action) {
+        let fault = self.is_fault(last, &action);
+        if !self.allowed(last, &action, fault) {
             return None;
         }
-        let mut used = last.history.used;
-        match &action {
-            ActorModelAction::Drop(_) => used.losses += 1,
-            ActorModelAction::Crash(_) => used.crashes += 1,
-            ActorModelAction::Timeout(id, timer)
-                if (self.is_stall)(&self.inner, last, *id, timer) =>
-            {
-                used.stalls += 1
-            }
-            _ => {}
-        }
-        let env_action = self.environment.map(|env| (env, action.clone()));
-        let mut next = self.inner.next_state(last, action)?;
-        if let Some((env, action)) = env_action {
-            next = env(&self.inner, last, &action, next)?;
-        }
-        next.history.used = used;
-        Some(next)
+        self.step(last, action, fault)
     }
 
     // The explorer shows these: plain words first, Stateright's state dump after.
@@ -336,6 +350,58 @@ where
 
     fn within_boundary(&self, state: &Self::State) -> bool {
         Model::within_boundary(&self.inner, state)
+    }
+}
+
+impl<A, C> Searchable for World<A, C>
+where
+    A: Actor + Sync,
+    A::Msg: Ord + Message + Send + Sync,
+    A::Timer: Ord + Display + Send + Sync,
+    A::Random: Display + Send + Sync,
+    A::State: Send + Sync,
+    A::Storage: Send + Sync,
+    C: Sync + 'static,
+{
+    fn search_properties(&self) -> Vec<search::Property<Self>> {
+        use search::{Expect, Property};
+        vec![
+            Property {
+                name: AT_MOST_ONE_PIE,
+                expect: Expect::Always,
+                condition: |_, s| s.history.ledger.at_most_one_effect_per_order(),
+            },
+            Property {
+                name: NO_UNEXPECTED_PIE,
+                expect: Expect::Always,
+                condition: |_, s| s.history.ledger.no_unexpected_effect(),
+            },
+            Property {
+                name: EVERY_ORDER_GETS_A_PIE,
+                expect: Expect::WhenQuiet,
+                condition: |_, s| s.history.ledger.every_placed_order_has_an_effect(),
+            },
+            Property {
+                name: SOMETIMES_ALL_DELIVERED,
+                expect: Expect::Sometimes,
+                condition: |_, s| {
+                    !s.history.ledger.placed().is_empty()
+                        && s.history.ledger.every_placed_order_has_an_effect()
+                },
+            },
+        ]
+    }
+
+    fn expand(&self, state: &State<A>, out: &mut Vec<(Action<A>, State<A>)>) -> bool {
+        self.successors(state, out)
+    }
+
+    fn representative(&self, state: &State<A>) -> Option<State<A>> {
+        self.symmetry.map(|r| r(state))
+    }
+
+    fn has_symmetry(&self) -> bool {
+        self.symmetry.is_some()
     }
 }
 

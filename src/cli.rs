@@ -1,8 +1,7 @@
 //! The `onepie` command line. `main.rs` only calls [`main`].
 
-use crate::models::{
-    self, check::PropertyReport, CheckError, CheckOptions, CheckReport, Design, Params,
-};
+use crate::models::check::{self, PropertyReport, Strategy, Visited};
+use crate::models::{self, CheckError, CheckOptions, CheckReport, Design, Params};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -33,12 +32,8 @@ enum Command {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
-        /// Checker threads.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        /// Stop with an error after generating this many states.
-        #[arg(long, default_value_t = 20_000_000)]
-        max_states: usize,
+        #[command(flatten)]
+        engine: Engine,
     },
     /// List the designs, what they are, and the verdicts expected at their default size.
     List,
@@ -61,6 +56,102 @@ enum Command {
     /// Use the deduplicating inbox from the shell.
     #[command(subcommand)]
     Inbox(crate::inbox::cli::InboxCommand),
+}
+
+/// How the search engine runs.
+#[derive(Args, Debug, Clone)]
+struct Engine {
+    /// Search threads [default: every core].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Breadth-first (shortest counterexamples, all cores) or depth-first (one thread).
+    #[arg(long, value_enum, default_value_t = SearchArg::Bfs)]
+    search: SearchArg,
+    /// Symmetry reduction over interchangeable workers (and orders, where the design has them).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    symmetry: OnOff,
+    /// What the visited set keeps: 64-bit fingerprints, or whole states (for debugging).
+    #[arg(long, value_enum, default_value_t = VisitedArg::Fingerprints)]
+    visited: VisitedArg,
+    /// Stop with an error after generating this many states.
+    #[arg(long, default_value_t = 2_000_000_000)]
+    max_states: u64,
+    /// Stop with an error once the process holds this much memory, e.g. 4G or 500M.
+    #[arg(long, value_parser = parse_bytes)]
+    max_memory: Option<u64>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SearchArg {
+    Bfs,
+    Dfs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum VisitedArg {
+    Fingerprints,
+    Full,
+}
+
+/// The most threads `--threads` takes: far past any core count worth having, well short of what
+/// the OS refuses.
+const MAX_THREADS: usize = 256;
+
+/// `4G`, `500M`, `64K` or plain bytes.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 4G, 500M or 1000000"))?;
+    let scale: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" => 1 << 10,
+        "M" | "MB" => 1 << 20,
+        "G" | "GB" => 1 << 30,
+        _ => return Err(format!("`{text}` is not a size like 4G, 500M or 1000000")),
+    };
+    n.checked_mul(scale)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("`{text}` is not a size like 4G, 500M or 1000000"))
+}
+
+impl Engine {
+    fn options(&self) -> Result<CheckOptions, CheckError> {
+        let threads = self.threads.unwrap_or_else(check::available_threads);
+        if !(1..=MAX_THREADS).contains(&threads) {
+            return Err(CheckError::OutOfRange {
+                name: "threads",
+                value: threads as u64,
+                min: 1,
+                max: MAX_THREADS as u64,
+            });
+        }
+        Ok(CheckOptions {
+            threads,
+            strategy: match self.search {
+                SearchArg::Bfs => Strategy::Bfs,
+                SearchArg::Dfs => Strategy::Dfs,
+            },
+            symmetry: self.symmetry == OnOff::On,
+            visited: match self.visited {
+                VisitedArg::Fingerprints => Visited::Fingerprints,
+                VisitedArg::Full => Visited::FullStates,
+            },
+            max_states: self.max_states,
+            max_memory: self.max_memory,
+            progress: true,
+        })
+    }
 }
 
 /// Sizes and fault budget; each defaults to the design's own default.
@@ -128,7 +219,14 @@ impl Sizes {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            eprintln!("onepie: {}", one_line(&e.to_string()));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         None => check(
             None,
@@ -143,18 +241,11 @@ pub fn main() -> ExitCode {
             design,
             sizes,
             json,
-            threads,
-            max_states,
-        }) => check(
-            design.as_deref(),
-            sizes,
-            json,
-            CheckOptions {
-                threads,
-                max_states,
-                progress: true,
-            },
-        ),
+            engine,
+        }) => engine
+            .options()
+            .map_err(CliError::from)
+            .and_then(|opts| check(design.as_deref(), sizes, json, opts)),
         Some(Command::List) => {
             list();
             Ok(())
@@ -175,6 +266,22 @@ pub fn main() -> ExitCode {
             eprintln!("onepie: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Clap's error in one line: its first line without the `error:` prefix, and the valid values
+/// if it lists them.
+fn one_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines
+        .next()
+        .unwrap_or("bad arguments")
+        .trim_start_matches("error:")
+        .trim();
+    let tip = lines.find(|l| l.starts_with("[possible values:") || l.starts_with("tip:"));
+    match tip {
+        Some(tip) => format!("{first} {tip} (see --help)"),
+        None => format!("{first} (see --help)"),
     }
 }
 
@@ -238,7 +345,7 @@ fn check(
         if !json {
             eprintln!("checking {} ({params}) …", d.name);
         }
-        reports.push((d, (d.check)(&params, &opts)?));
+        reports.push((d, d.check(&params, &opts)?));
     }
     let mut out = std::io::stdout().lock();
     if json {
@@ -304,8 +411,8 @@ pub fn write_table(
     writeln!(out)?;
     writeln!(
         out,
-        "Checked exhaustively within these bounds (depth-first with symmetry reduction counts \
-         one state per class of interchangeable workers):"
+        "Checked exhaustively within these bounds (with symmetry reduction, states count one per \
+         class of interchangeable workers or orders):"
     )?;
     for (_, report) in reports {
         writeln!(
@@ -313,7 +420,7 @@ pub fn write_table(
             "  {:<w$}  {} [{}]",
             report.design,
             report.bounds,
-            report.search,
+            report.method(),
             w = dw
         )?;
     }
@@ -384,7 +491,7 @@ fn explore(design: &str, sizes: Sizes, addr: &str) -> Result<(), CliError> {
     println!("Sizes: {params}");
     println!("Open http://{addr}/ in a browser (Ctrl-C to stop).");
     // The explorer cannot jump to a counterexample by itself, so find them and print links.
-    let report = (d.check)(&params, &CheckOptions::default())?;
+    let report = d.check(&params, &CheckOptions::default())?;
     for p in &report.properties {
         if let Some(cx) = &p.counterexample {
             println!(
@@ -396,6 +503,6 @@ fn explore(design: &str, sizes: Sizes, addr: &str) -> Result<(), CliError> {
         }
     }
     let _ = std::io::stdout().flush();
-    (d.explore)(&params, addr);
+    d.explore(&params, addr);
     Ok(())
 }

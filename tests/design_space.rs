@@ -20,7 +20,7 @@ fn design(name: &str) -> &'static Design {
 }
 
 fn run(d: &Design, p: &Params) -> CheckReport {
-    (d.check)(p, &CheckOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", d.name))
+    d.check(p, &CheckOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", d.name))
 }
 
 /// The verdicts of the four properties, in table order.
@@ -77,7 +77,7 @@ fn story(
             "{name}: step {k} should contain {text:?}; story\n{told}"
         );
     }
-    let end = (d.ending)(p, &cx.explorer_path).expect("the story replays");
+    let end = d.ending(p, &cx.explorer_path).expect("the story replays");
     assert!(
         rejected(property, &end.ledger, end.quiet),
         "{name}: the story ends in {:?}, which the classifier accepts",

@@ -296,7 +296,7 @@ fn side_by_side_the_models_and_the_harness_agree_on_every_broken_receiver() {
     println!("|---|---|---|---|---|");
     for (design, receiver, make) in pairs {
         let d = models::find(design).unwrap();
-        let report = (d.check)(&d.defaults, &CheckOptions::default()).unwrap();
+        let report = d.check(&d.defaults, &CheckOptions::default()).unwrap();
         let model = report.property(world::AT_MOST_ONE_PIE).unwrap().verdict;
         let (ops, reason) = catch(receiver, make);
         println!("| {design} | {model} | {receiver} | {reason} | {ops:?} |");

@@ -10,7 +10,7 @@ use stateright::{Checker, Model};
 fn every_design_gets_the_verdicts_it_claims() {
     let mut mismatches = Vec::new();
     for design in models::designs() {
-        let report = (design.check)(&design.defaults, &CheckOptions::default())
+        let report = design.check(&design.defaults, &CheckOptions::default())
             .unwrap_or_else(|e| panic!("{}: {e}", design.name));
         assert_eq!(
             report.properties.len(),
@@ -32,7 +32,7 @@ fn every_design_gets_the_verdicts_it_claims() {
             match (&p.counterexample, p.expectation, p.verdict) {
                 (Some(cx), "always", Verdict::Violated) => {
                     let end =
-                        (design.ending)(&design.defaults, &cx.explorer_path).unwrap_or_else(|| {
+                        design.ending(&design.defaults, &cx.explorer_path).unwrap_or_else(|| {
                             panic!("{}: counterexample path does not replay", design.name)
                         });
                     let rejected = match p.property {
@@ -89,7 +89,7 @@ fn every_design_gets_the_verdicts_it_claims() {
 #[test]
 fn ack_after_work_duplicate_story_is_the_shortest_one() {
     let d = models::find("ack-after-work").unwrap();
-    let report = (d.check)(&d.defaults, &CheckOptions::default()).unwrap();
+    let report = d.check(&d.defaults, &CheckOptions::default()).unwrap();
     let cx = report
         .property(world::AT_MOST_ONE_PIE)
         .and_then(|p| p.counterexample.clone())
@@ -121,7 +121,7 @@ fn ack_after_work_duplicate_story_is_the_shortest_one() {
 #[test]
 fn delete_on_delivery_loses_an_order_to_a_lost_handoff_or_a_crash() {
     let d = models::find("delete-on-delivery").unwrap();
-    let report = (d.check)(&d.defaults, &CheckOptions::default()).unwrap();
+    let report = d.check(&d.defaults, &CheckOptions::default()).unwrap();
     let cx = report
         .property(world::EVERY_ORDER_GETS_A_PIE)
         .and_then(|p| p.counterexample.clone())
@@ -144,7 +144,7 @@ fn delete_on_delivery_loses_an_order_to_a_lost_handoff_or_a_crash() {
         losses: 0,
         ..d.defaults
     };
-    let report = (d.check)(&no_losses, &CheckOptions::default()).unwrap();
+    let report = d.check(&no_losses, &CheckOptions::default()).unwrap();
     let p = report.property(world::EVERY_ORDER_GETS_A_PIE).unwrap();
     assert_eq!(p.verdict, Verdict::Violated);
     assert!(p
@@ -161,7 +161,7 @@ fn delete_on_delivery_loses_an_order_to_a_lost_handoff_or_a_crash() {
         crashes: 0,
         ..d.defaults
     };
-    let report = (d.check)(&no_faults, &CheckOptions::default()).unwrap();
+    let report = d.check(&no_faults, &CheckOptions::default()).unwrap();
     assert_eq!(
         report
             .property(world::EVERY_ORDER_GETS_A_PIE)
@@ -182,7 +182,7 @@ fn ack_after_work_without_stalls_or_faults_delivers_exactly_once() {
         stalls: 0,
         ..d.defaults
     };
-    let report = (d.check)(&calm, &CheckOptions::default()).unwrap();
+    let report = d.check(&calm, &CheckOptions::default()).unwrap();
     for p in &report.properties {
         assert_eq!(p.verdict, Verdict::Holds, "{} without faults", p.property);
     }
@@ -193,7 +193,7 @@ fn ack_after_work_without_stalls_or_faults_delivers_exactly_once() {
 #[test]
 fn breadth_first_and_depth_first_agree_on_a_design_that_holds() {
     let d = models::find("idempotent-house").unwrap();
-    let report = (d.check)(&d.defaults, &CheckOptions::default()).unwrap();
+    let report = d.check(&d.defaults, &CheckOptions::default()).unwrap();
     let direct = models::idempotent_house::world(&d.defaults)
         .checker()
         .spawn_dfs()
@@ -239,7 +239,7 @@ fn out_of_range_sizes_are_refused() {
         max_states: 50,
         ..CheckOptions::default()
     };
-    let err = (d.check)(&d.defaults, &tiny).unwrap_err();
+    let err = d.check(&d.defaults, &tiny).unwrap_err();
     assert!(
         matches!(err, check::CheckError::TooManyStates { .. }),
         "{err}"
@@ -250,8 +250,8 @@ fn out_of_range_sizes_are_refused() {
 #[test]
 fn two_checker_threads_agree_with_one() {
     let d = models::find("ack-after-work").unwrap();
-    let one = (d.check)(&d.defaults, &CheckOptions::default()).unwrap();
-    let two = (d.check)(
+    let one = d.check(&d.defaults, &CheckOptions::default()).unwrap();
+    let two = d.check(
         &d.defaults,
         &CheckOptions {
             threads: 2,
