@@ -19,7 +19,9 @@ fn main() {
         if !filter.is_empty() && !filter.iter().any(|f| d.name.contains(f.as_str())) {
             continue;
         }
-        let report = d.check(&d.defaults, &CheckOptions::default()).expect("check");
+        let report = d
+            .check(&d.defaults, &CheckOptions::default())
+            .expect("check");
         println!(
             "{:<26} {:>12} {:>7} {:>9.2} {:>14.0}",
             d.name,

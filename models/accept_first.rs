@@ -7,7 +7,7 @@
 //! With [`record-first`](super::record_first), this is the pair of ways a two-step dedup fails:
 //! at most once, or at least once, never exactly once.
 
-use super::pizzeria::{self, Door, QueuePolicy};
+use super::pizzeria::{self, Door, PizzeriaCfg, QueuePolicy};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
@@ -30,6 +30,10 @@ pub static DESIGN: Design = Design {
 
 /// The model at `p`.
 pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
-    pizzeria::world(p, QueuePolicy::AckAfterWork, Door::AcceptFirst, true)
-        .with_symmetry(pizzeria::representative)
+    PizzeriaCfg {
+        queue: QueuePolicy::AckAfterWork,
+        door: Door::AcceptFirst,
+        house_may_crash: true,
+    }
+    .into_world(p)
 }

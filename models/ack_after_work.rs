@@ -8,7 +8,7 @@
 //! still delivers, after a second worker has delivered too. No choice of timeout fixes this
 //! without bounding how slow a worker may be — this is *at least once*.
 
-use super::pizzeria::{self, Door, QueuePolicy};
+use super::pizzeria::{self, Door, PizzeriaCfg, QueuePolicy};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
@@ -39,5 +39,10 @@ pub static DESIGN: Design = Design {
 
 /// The model at `p`.
 pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
-    pizzeria::world(p, QueuePolicy::AckAfterWork, Door::Plain, false)
+    PizzeriaCfg {
+        queue: QueuePolicy::AckAfterWork,
+        door: Door::Plain,
+        house_may_crash: false,
+    }
+    .into_world(p)
 }

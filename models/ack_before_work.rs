@@ -7,7 +7,7 @@
 //! order, so a worker crashing mid-bake loses it. (A fire-and-forget ack with a redelivery
 //! timeout is a different design — the ack is lost, the timeout fires, two workers bake.)
 
-use super::pizzeria::{self, Door, QueuePolicy};
+use super::pizzeria::{self, Door, PizzeriaCfg, QueuePolicy};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
@@ -37,5 +37,10 @@ pub static DESIGN: Design = Design {
 
 /// The model at `p`.
 pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
-    pizzeria::world(p, QueuePolicy::AckBeforeWork, Door::Plain, false)
+    PizzeriaCfg {
+        queue: QueuePolicy::AckBeforeWork,
+        door: Door::Plain,
+        house_may_crash: false,
+    }
+    .into_world(p)
 }

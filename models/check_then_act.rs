@@ -8,7 +8,7 @@
 //! pies are looked up before either is recorded, both lookups say "not seen", and both pies are
 //! kept. `decide` must run in the same step (transaction) as the write it implies.
 
-use super::pizzeria::{self, Door, QueuePolicy};
+use super::pizzeria::{self, Door, PizzeriaCfg, QueuePolicy};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
@@ -31,6 +31,10 @@ pub static DESIGN: Design = Design {
 
 /// The model at `p`.
 pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
-    pizzeria::world(p, QueuePolicy::AckAfterWork, Door::CheckThenAct, true)
-        .with_symmetry(pizzeria::representative)
+    PizzeriaCfg {
+        queue: QueuePolicy::AckAfterWork,
+        door: Door::CheckThenAct,
+        house_may_crash: true,
+    }
+    .into_world(p)
 }

@@ -13,8 +13,7 @@
 use super::world::{pie_fingerprint, Faults, History, Message, Order, State, World};
 use super::Params;
 use crate::dedup::{self, Record, Retention};
-use stateright::actor::{model_timeout, Actor, ActorModel, ActorModelAction, Id, Network, Out};
-use stateright::Model;
+use stateright::actor::{model_timeout, Actor, ActorModel, Id, Network, Out};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -421,16 +420,7 @@ fn is_stall(
                 || state.network.iter_deliverable().any(|env| {
                     env.msg.entry() == Some(entry)
                         && (state.crashed[usize::from(env.dst)]
-                            || model
-                                .next_state(
-                                    state,
-                                    ActorModelAction::Deliver {
-                                        src: env.src,
-                                        dst: env.dst,
-                                        msg: env.msg.clone(),
-                                    },
-                                )
-                                .is_some())
+                            || super::world::would_act(model, state, env))
                 })
         }
         Timer::Baked { .. } => false,

@@ -9,7 +9,7 @@
 //! pie is kept again. A window is only safe if redelivery is bounded in time by less than the
 //! window — which is a bound on how slow the pipeline may be, the very thing a stall breaks.
 
-use super::pizzeria::{self, Door, QueuePolicy};
+use super::pizzeria::{self, Door, PizzeriaCfg, QueuePolicy};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
@@ -33,13 +33,12 @@ pub static DESIGN: Design = Design {
 
 /// The model at `p`.
 pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
-    pizzeria::world(
-        p,
-        QueuePolicy::AckAfterWork,
-        Door::Window {
+    PizzeriaCfg {
+        queue: QueuePolicy::AckAfterWork,
+        door: Door::Window {
             window: p.window.unwrap_or(0),
         },
-        false,
-    )
-    .with_symmetry(pizzeria::representative)
+        house_may_crash: false,
+    }
+    .into_world(p)
 }

@@ -5,7 +5,7 @@
 //! be lost: a worker that crashes before its pie leaves the oven, or a hand-off the network
 //! loses, takes the only copy with it. This is *at most once*, as the seed says.
 
-use super::pizzeria::{self, Door, QueuePolicy};
+use super::pizzeria::{self, Door, PizzeriaCfg, QueuePolicy};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
@@ -35,5 +35,10 @@ pub static DESIGN: Design = Design {
 
 /// The model at `p`.
 pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
-    pizzeria::world(p, QueuePolicy::DeleteOnHandout, Door::Plain, false)
+    PizzeriaCfg {
+        queue: QueuePolicy::DeleteOnHandout,
+        door: Door::Plain,
+        house_may_crash: false,
+    }
+    .into_world(p)
 }

@@ -6,7 +6,7 @@
 //! is kept again. Dedup state must outlive the receiver's restarts as long as redeliveries can
 //! arrive.
 
-use super::pizzeria::{self, Door, QueuePolicy};
+use super::pizzeria::{self, Door, PizzeriaCfg, QueuePolicy};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
@@ -29,6 +29,10 @@ pub static DESIGN: Design = Design {
 
 /// The model at `p`.
 pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
-    pizzeria::world(p, QueuePolicy::AckAfterWork, Door::Forgetful, true)
-        .with_symmetry(pizzeria::representative)
+    PizzeriaCfg {
+        queue: QueuePolicy::AckAfterWork,
+        door: Door::Forgetful,
+        house_may_crash: true,
+    }
+    .into_world(p)
 }

@@ -8,7 +8,7 @@
 //! memory makes every pie after the first a no-op. Exactly-once *processing* from at-least-once
 //! *delivery* plus an idempotent effect.
 
-use super::pizzeria::{self, Door, QueuePolicy};
+use super::pizzeria::{self, Door, PizzeriaCfg, QueuePolicy};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
@@ -38,5 +38,10 @@ pub static DESIGN: Design = Design {
 
 /// The model at `p`: houses may crash too (their memory survives in storage).
 pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
-    pizzeria::world(p, QueuePolicy::AckAfterWork, Door::Idempotent, true)
+    PizzeriaCfg {
+        queue: QueuePolicy::AckAfterWork,
+        door: Door::Idempotent,
+        house_may_crash: true,
+    }
+    .into_world(p)
 }

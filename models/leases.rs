@@ -15,8 +15,8 @@ use super::symmetry;
 use super::world::{choice_key, pie_fingerprint, Faults, History, Message, Order, State, World};
 use super::Params;
 use crate::dedup::{self, Record, Retention};
-use stateright::actor::{model_timeout, Actor, ActorModel, ActorModelAction, Id, Network, Out};
-use stateright::{Model, Rewrite, RewritePlan};
+use stateright::actor::{model_timeout, Actor, ActorModel, Id, Network, Out};
+use stateright::{Rewrite, RewritePlan};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -423,16 +423,7 @@ fn is_stall(
     let on_the_way = state.network.iter_deliverable().any(|env| {
         env.msg.order() == order
             && (env.src == holder || env.dst == holder)
-            && model
-                .next_state(
-                    state,
-                    ActorModelAction::Deliver {
-                        src: env.src,
-                        dst: env.dst,
-                        msg: env.msg.clone(),
-                    },
-                )
-                .is_some()
+            && super::world::would_act(model, state, env)
     });
     at_work || on_the_way
 }

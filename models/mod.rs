@@ -6,9 +6,9 @@
 //! are asserted by `cargo test` against freshly computed verdicts — never printed from a table.
 
 pub mod check;
-pub mod engine;
 pub mod clocks;
 pub mod customer;
+pub mod engine;
 pub mod explore;
 pub mod leases;
 pub mod pizzeria;

@@ -5,11 +5,14 @@
 //! Actor ids: `0` is the queue, `1..=workers` are the workers, then one house per order
 //! (order `o` goes to house `o`).
 
+#[path = "pizzeria_symmetry.rs"]
+pub mod symmetry;
+pub use symmetry::representative;
+
 use super::world::{choice_key, pie_fingerprint, Faults, History, Message, Order, State, World};
 use super::Params;
 use crate::dedup::{self, Record, Retention};
-use stateright::actor::{model_timeout, Actor, ActorModel, ActorModelAction, Id, Network, Out};
-use stateright::{Model, Rewrite, RewritePlan};
+use stateright::actor::{model_timeout, Actor, ActorModel, Id, Network, Out};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -637,12 +640,25 @@ pub struct Setup {
 }
 
 /// A pizzeria world: the queue, `p.workers` workers and one house per order, with `p`'s faults.
-pub fn world(
-    p: &Params,
-    policy: QueuePolicy,
-    door: Door,
-    houses_crash: bool,
-) -> World<Pizzeria, Setup> {
+/// What makes one pizzeria design differ from another.
+#[derive(Clone, Copy, Debug)]
+pub struct PizzeriaCfg {
+    /// How the queue hands orders out and forgets them.
+    pub queue: QueuePolicy,
+    /// What a house does with a pie at its door.
+    pub door: Door,
+    /// Whether houses may crash (their durable memory, if any, survives in storage).
+    pub house_may_crash: bool,
+}
+
+impl PizzeriaCfg {
+    /// The design's world at sizes `p`, with symmetry reduction over workers and orders.
+    pub fn into_world(self, p: &Params) -> PizzeriaWorld {
+        world(p, self.queue, self.door, self.house_may_crash).with_symmetry(representative)
+    }
+}
+
+fn world(p: &Params, policy: QueuePolicy, door: Door, houses_crash: bool) -> PizzeriaWorld {
     let queue = Id::from(0);
     let workers: Vec<Id> = (1..=p.workers as usize).map(Id::from).collect();
     let first_house = 1 + p.workers as usize;
@@ -717,106 +733,14 @@ fn is_stall(
                 // A pie waiting at a one-pie-at-a-time door is work under way too.
                 || matches!(&*state.actor_states[usize::from(env.dst)],
                     PizzeriaState::House { pending, .. } if !pending.is_empty())
-                || model
-                    .next_state(
-                        state,
-                        ActorModelAction::Deliver {
-                            src: env.src,
-                            dst: env.dst,
-                            msg: env.msg.clone(),
-                        },
-                    )
-                    .is_some())
+                || super::world::would_act(model, state, env))
     });
     baking_by_live_worker || acted_on_in_flight
 }
 
 /// What the pizzeria's symmetry reduction treats as interchangeable.
-pub const SYMMETRY: &str = "workers";
+pub const SYMMETRY: &str = "workers and orders";
 
 /// The world type of every pizzeria design.
 pub type PizzeriaWorld = World<Pizzeria, Setup>;
 
-/// Workers are interchangeable: the representative puts them in a canonical order (used by the
-/// designs added with the broken houses; the first four designs are checked without it).
-pub fn representative(state: &State<Pizzeria>) -> State<Pizzeria> {
-    let workers: Vec<usize> = state
-        .actor_states
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| matches!(***s, PizzeriaState::Worker { .. }))
-        .map(|(i, _)| i)
-        .collect();
-    super::symmetry::sort_actors(state, &workers)
-}
-
-// Relabelling workers (symmetry): the queue's slots, the houses' pending steps, the notes and the
-// handouts name one; storage (the houses' memory) does not.
-impl Rewrite<Id> for PizzeriaState {
-    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
-        match self {
-            PizzeriaState::Queue { orders } => PizzeriaState::Queue {
-                orders: orders
-                    .iter()
-                    .map(|slot| match slot {
-                        Slot::HandedOut { worker } => Slot::HandedOut {
-                            worker: plan.rewrite(worker),
-                        },
-                        other => other.clone(),
-                    })
-                    .collect(),
-            },
-            PizzeriaState::House {
-                memory,
-                pending,
-                now,
-            } => PizzeriaState::House {
-                memory: memory.clone(),
-                pending: {
-                    let mut pending: Vec<(Order, Id)> = pending
-                        .iter()
-                        .map(|&(order, worker)| (order, plan.rewrite(&worker)))
-                        .collect();
-                    pending.sort();
-                    pending
-                },
-                now: *now,
-            },
-            worker => worker.clone(),
-        }
-    }
-}
-
-impl Rewrite<Id> for Msg {
-    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
-        match self {
-            &Msg::Note {
-                order,
-                worker,
-                then,
-            } => Msg::Note {
-                order,
-                worker: plan.rewrite(&worker),
-                then,
-            },
-            other => other.clone(),
-        }
-    }
-}
-
-impl Rewrite<Id> for Timer {
-    fn rewrite<S>(&self, _: &RewritePlan<Id, S>) -> Self {
-        self.clone()
-    }
-}
-
-impl Rewrite<Id> for Handout {
-    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
-        let worker = plan.rewrite(&self.worker);
-        Handout {
-            order: self.order,
-            worker,
-            worker_no: worker_no(worker),
-        }
-    }
-}

@@ -7,7 +7,7 @@
 //! turned away as a duplicate: the order never gets its pie. Recording the intent is not the
 //! effect; the record and the effect must commit together.
 
-use super::pizzeria::{self, Door, QueuePolicy};
+use super::pizzeria::{self, Door, PizzeriaCfg, QueuePolicy};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
@@ -30,6 +30,10 @@ pub static DESIGN: Design = Design {
 
 /// The model at `p`.
 pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
-    pizzeria::world(p, QueuePolicy::AckAfterWork, Door::RecordFirst, true)
-        .with_symmetry(pizzeria::representative)
+    PizzeriaCfg {
+        queue: QueuePolicy::AckAfterWork,
+        door: Door::RecordFirst,
+        house_may_crash: true,
+    }
+    .into_world(p)
 }

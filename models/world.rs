@@ -9,9 +9,9 @@
 //! *quiet* states: whenever nothing but a fault could happen next, every placed order has a pie.
 //! (Stateright 0.31's `Expectation::Eventually` accepts retry cycles, so it is not used.)
 
+use super::engine::search::{self, Searchable};
 use crate::ledger::Ledger;
 use stateright::actor::{Actor, ActorModel, ActorModelAction, ActorModelState, Id};
-use super::engine::search::{self, Searchable};
 use stateright::{Model, Path, Property};
 use std::fmt::{Debug, Display};
 use std::hash::Hash;
@@ -239,7 +239,6 @@ where
         quiet
     }
 
-
     /// An actor's name, e.g. `worker 0`.
     pub fn actor_name(&self, id: Id) -> String {
         self.inner
@@ -403,6 +402,33 @@ where
     fn has_symmetry(&self) -> bool {
         self.symmetry.is_some()
     }
+}
+
+/// Would delivering `env` now change anything? The same answer as asking the model for the
+/// delivery's next state (`next_state(..).is_some()`), without building that state: only the
+/// receiving actor's handler runs. Stall tests ask this of every message in flight.
+pub fn would_act<A, C>(
+    model: &ActorModel<A, C, History>,
+    state: &State<A>,
+    env: stateright::actor::Envelope<&A::Msg>,
+) -> bool
+where
+    A: Actor,
+    A::Msg: Ord,
+    A::Timer: Ord,
+{
+    let dst = usize::from(env.dst);
+    let (Some(actor), Some(actor_state)) = (model.actors.get(dst), state.actor_states.get(dst))
+    else {
+        return false;
+    };
+    if state.crashed[dst] {
+        return false;
+    }
+    let mut next = std::borrow::Cow::Borrowed(&**actor_state);
+    let mut out = stateright::actor::Out::new();
+    actor.on_msg(env.dst, &mut next, env.src, env.msg.clone(), &mut out);
+    !stateright::actor::is_no_op(&next, &out)
 }
 
 /// The payload fingerprint of an order's pie, as every deduplicating house hands it to

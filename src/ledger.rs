@@ -60,6 +60,15 @@ impl<K: Ord + Clone> Ledger<K> {
         }
     }
 
+    /// The same ledger with every key renamed by `rename`, a one-to-one mapping. The models use
+    /// it to relabel interchangeable orders (symmetry reduction).
+    pub fn renamed(&self, rename: impl Fn(&K) -> K) -> Self {
+        Ledger {
+            placed: self.placed.iter().map(&rename).collect(),
+            effects: self.effects.iter().map(|(k, &n)| (rename(k), n)).collect(),
+        }
+    }
+
     /// The orders placed so far.
     pub fn placed(&self) -> &BTreeSet<K> {
         &self.placed

@@ -20,7 +20,8 @@ fn design(name: &str) -> &'static Design {
 }
 
 fn run(d: &Design, p: &Params) -> CheckReport {
-    d.check(p, &CheckOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", d.name))
+    d.check(p, &CheckOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", d.name))
 }
 
 /// The verdicts of the four properties, in table order.

@@ -253,7 +253,9 @@ fn the_explorer_json_endpoints_reach_the_violating_state() {
         .expect("the explorer discovers the duplicate")
         .to_string();
     let design = onepie::models::find("ack-after-work").unwrap();
-    let end = design.ending(&design.defaults, &discovered).expect("the discovered path replays");
+    let end = design
+        .ending(&design.defaults, &discovered)
+        .expect("the discovered path replays");
     assert!(
         !end.ledger.at_most_one_effect_per_order(),
         "{:?}",

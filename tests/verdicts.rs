@@ -10,7 +10,8 @@ use stateright::{Checker, Model};
 fn every_design_gets_the_verdicts_it_claims() {
     let mut mismatches = Vec::new();
     for design in models::designs() {
-        let report = design.check(&design.defaults, &CheckOptions::default())
+        let report = design
+            .check(&design.defaults, &CheckOptions::default())
             .unwrap_or_else(|e| panic!("{}: {e}", design.name));
         assert_eq!(
             report.properties.len(),
@@ -31,8 +32,9 @@ fn every_design_gets_the_verdicts_it_claims() {
             // A violation must come with a story that really ends in a rejected state.
             match (&p.counterexample, p.expectation, p.verdict) {
                 (Some(cx), "always", Verdict::Violated) => {
-                    let end =
-                        design.ending(&design.defaults, &cx.explorer_path).unwrap_or_else(|| {
+                    let end = design
+                        .ending(&design.defaults, &cx.explorer_path)
+                        .unwrap_or_else(|| {
                             panic!("{}: counterexample path does not replay", design.name)
                         });
                     let rejected = match p.property {
@@ -251,14 +253,15 @@ fn out_of_range_sizes_are_refused() {
 fn two_checker_threads_agree_with_one() {
     let d = models::find("ack-after-work").unwrap();
     let one = d.check(&d.defaults, &CheckOptions::default()).unwrap();
-    let two = d.check(
-        &d.defaults,
-        &CheckOptions {
-            threads: 2,
-            ..CheckOptions::default()
-        },
-    )
-    .unwrap();
+    let two = d
+        .check(
+            &d.defaults,
+            &CheckOptions {
+                threads: 2,
+                ..CheckOptions::default()
+            },
+        )
+        .unwrap();
     assert_eq!(one.unique_states, two.unique_states);
     for (a, b) in one.properties.iter().zip(&two.properties) {
         assert_eq!(a.verdict, b.verdict, "{}", a.property);

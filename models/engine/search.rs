@@ -482,11 +482,8 @@ where
                             if from >= frontier.len() {
                                 break;
                             }
-                            for (pos, (_, state)) in frontier
-                                .iter()
-                                .enumerate()
-                                .skip(from)
-                                .take(CHUNK)
+                            for (pos, (_, state)) in
+                                frontier.iter().enumerate().skip(from).take(CHUNK)
                             {
                                 let pos = pos as u32;
                                 let quiet = model.expand(state, &mut steps);
@@ -641,9 +638,7 @@ where
             }
             counters.unique.fetch_add(1, Ordering::Relaxed);
             visit(fp, s, &mut stack, &mut first, &mut generated);
-            counters
-                .depth
-                .fetch_max(stack.len(), Ordering::Relaxed);
+            counters.depth.fetch_max(stack.len(), Ordering::Relaxed);
             if counters.unique.load(Ordering::Relaxed) % 4096 == 0 {
                 counters.generated.store(generated, Ordering::Relaxed);
                 check_limits(opts, counters)?;
@@ -656,7 +651,8 @@ where
     counters.generated.store(generated, Ordering::Relaxed);
     check_limits(opts, counters)?;
     let bytes = (seen_fp.capacity() * 9 * 8 / 7
-        + seen_full.capacity() * (std::mem::size_of::<M::State>() + 1) * 8 / 7) as u64;
+        + seen_full.capacity() * (std::mem::size_of::<M::State>() + 1) * 8 / 7)
+        as u64;
     Ok((first, bytes))
 }
 
