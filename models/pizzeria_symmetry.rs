@@ -27,6 +27,12 @@ fn pie_fp(order: Order) -> Fingerprint {
     ALL.get_or_init(|| (0..=255).map(pie_fingerprint).collect())[order as usize].clone()
 }
 
+/// The queue's choice keys for orders 0..=255, made once (they are strings).
+fn key(order: Order) -> &'static str {
+    static ALL: OnceLock<Vec<String>> = OnceLock::new();
+    &ALL.get_or_init(|| (0..=255).map(choice_key).collect())[order as usize]
+}
+
 /// The cast's layout, read off a state: queue 0, workers 1..=w, then one house per order.
 struct Layout {
     workers: usize,
@@ -91,7 +97,7 @@ fn envelopes(network: &Network<Msg>) -> Vec<(&Envelope<Msg>, usize)> {
 }
 
 /// Order `o`'s signature: everything about it, with workers and other orders unnamed.
-fn order_signature(state: &State<Pizzeria>, layout: &Layout, o: Order) -> u64 {
+fn order_signature(state: &State<Pizzeria>, mail: &[(&Envelope<Msg>, usize)], layout: &Layout, o: Order) -> u64 {
     let house = layout.first_house() + o as usize;
     let slot = match &*state.actor_states[0] {
         PizzeriaState::Queue { orders } => match orders[o as usize] {
@@ -111,8 +117,8 @@ fn order_signature(state: &State<Pizzeria>, layout: &Layout, o: Order) -> u64 {
         let oven = state.timers_set[w].iter().any(|t| *t == Timer::Baked { order: o });
         fingerprint(&(baking, awaiting, oven, state.crashed[w]))
     });
-    let mail = envelopes(&state.network)
-        .into_iter()
+    let mail = mail
+        .iter()
         .filter(|(e, _)| e.msg.order() == o)
         .map(|(e, n)| {
             fingerprint(&(
@@ -139,7 +145,7 @@ fn order_signature(state: &State<Pizzeria>, layout: &Layout, o: Order) -> u64 {
         state.timers_set[0]
             .iter()
             .any(|t| *t == Timer::VisibilityTimeout { order: o }),
-        state.random_choices[0].map.contains_key(&choice_key(o)),
+        state.random_choices[0].map.contains_key(key(o)),
         sum(workers),
         sum(mail),
         (memory, pending, now),
@@ -153,7 +159,13 @@ fn order_signature(state: &State<Pizzeria>, layout: &Layout, o: Order) -> u64 {
 }
 
 /// Worker `w`'s signature (actor `1 + w`): its state and mail, orders by their signatures.
-fn worker_signature(state: &State<Pizzeria>, layout: &Layout, sig: &[u64], w: usize) -> u64 {
+fn worker_signature(
+    state: &State<Pizzeria>,
+    mail: &[(&Envelope<Msg>, usize)],
+    layout: &Layout,
+    sig: &[u64],
+    w: usize,
+) -> u64 {
     let id = 1 + w;
     let sigs = |orders: &std::collections::BTreeSet<Order>| {
         let mut v: Vec<u64> = orders.iter().map(|&o| sig[o as usize]).collect();
@@ -170,8 +182,8 @@ fn worker_signature(state: &State<Pizzeria>, layout: &Layout, sig: &[u64], w: us
         i if i < layout.first_house() => 2,
         _ => 3,
     };
-    let mail = envelopes(&state.network)
-        .into_iter()
+    let mail = mail
+        .iter()
         .filter(|(e, _)| {
             usize::from(e.src) == id
                 || usize::from(e.dst) == id
@@ -348,16 +360,17 @@ impl Relabel<'_> {
         for (i, f) in (0..n).map(|i| (self.slot(i), i)) {
             from[i] = f;
         }
-        let keys: Vec<String> = (0..self.layout.orders as Order).map(choice_key).collect();
         let random_choices = (0..n)
             .map(|j| {
                 let mut choices = RandomChoices::default();
                 for (key, options) in state.random_choices[from[j]].map.iter() {
-                    let o = keys.iter().position(|k| k == key).expect("a choice key") as Order;
+                    let o = (0..self.layout.orders as Order)
+                        .find(|&o| self::key(o) == key)
+                        .expect("a choice key");
                     let mut options: Vec<Handout> =
                         options.iter().map(|h| self.handout(h)).collect();
                     options.sort();
-                    choices.insert(choice_key(self.order(o)), options);
+                    choices.insert(self::key(self.order(o)).to_string(), options);
                 }
                 choices
             })
@@ -399,6 +412,61 @@ impl Relabel<'_> {
     }
 }
 
+/// Which orders and which workers are inert: nothing in flight about them or from them, no worker
+/// holding an order, no house step pending, no timer of a worker's. Two inert members with the
+/// same signature are alike in everything, and nothing else names them, so swapping them
+/// changes nothing.
+fn inert(
+    state: &State<Pizzeria>,
+    mail: &[(&Envelope<Msg>, usize)],
+    layout: &Layout,
+) -> (Vec<bool>, Vec<bool>) {
+    let mut orders = vec![true; layout.orders];
+    let mut workers = vec![true; layout.workers];
+    let mut touch = |o: Order, w: Option<Id>| {
+        orders[o as usize] = false;
+        if let Some(w) = w.map(usize::from) {
+            if (1..layout.first_house()).contains(&w) {
+                workers[w - 1] = false;
+            }
+        }
+    };
+    for (e, _) in mail {
+        touch(e.msg.order(), Some(e.src));
+        touch(e.msg.order(), Some(e.dst));
+        if let Msg::Note { order, worker, .. } = e.msg {
+            touch(order, Some(worker));
+        }
+    }
+    for (i, s) in state.actor_states.iter().enumerate() {
+        match &**s {
+            PizzeriaState::Queue { orders } => {
+                for (o, slot) in orders.iter().enumerate() {
+                    if let Slot::HandedOut { worker } = slot {
+                        touch(o as Order, Some(*worker));
+                    }
+                }
+            }
+            PizzeriaState::Worker { baking, awaiting } => {
+                for &o in baking.iter().chain(awaiting) {
+                    touch(o, Some(Id::from(i)));
+                }
+            }
+            PizzeriaState::House { pending, .. } => {
+                for &(o, w) in pending {
+                    touch(o, Some(w));
+                }
+            }
+        }
+    }
+    for w in 1..layout.first_house() {
+        if state.timers_set[w].iter().next().is_some() {
+            workers[w - 1] = false;
+        }
+    }
+    (orders, workers)
+}
+
 /// The members of a group sorted by signature, as runs of equal signatures.
 fn runs(sigs: &[u64]) -> Vec<Vec<usize>> {
     let mut members: Vec<usize> = (0..sigs.len()).collect();
@@ -414,11 +482,17 @@ fn runs(sigs: &[u64]) -> Vec<Vec<usize>> {
 }
 
 /// Every arrangement of the members, run by run (members of a run in every order), as the list
-/// of members in their new places; at most `cap`, beyond which ties keep the sorted order.
-fn arrangements(runs: &[Vec<usize>], cap: usize) -> Vec<Vec<usize>> {
+/// of members in their new places; at most `cap`, beyond which ties keep the sorted order. A run
+/// of inert members (equal, and named by nothing else in the state) is left as it is: every
+/// order of it gives the same state.
+fn arrangements(runs: &[Vec<usize>], inert: &[bool], cap: usize) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = vec![Vec::new()];
     for run in runs {
-        let perms = permutations(run);
+        let perms = if run.iter().all(|&m| inert[m]) {
+            vec![run.clone()]
+        } else {
+            permutations(run)
+        };
         if out.len() * perms.len() > cap {
             out.iter_mut().for_each(|o| o.extend(run));
         } else {
@@ -464,25 +538,37 @@ fn places(arranged: &[usize]) -> Vec<usize> {
 /// The representative of `state`'s class under relabelling workers and orders.
 pub fn representative(state: &State<Pizzeria>) -> State<Pizzeria> {
     let layout = Layout::of(state);
+    let mail = envelopes(&state.network);
     let order_sigs: Vec<u64> = (0..layout.orders as Order)
-        .map(|o| order_signature(state, &layout, o))
+        .map(|o| order_signature(state, &mail, &layout, o))
         .collect();
     let worker_sigs: Vec<u64> = (0..layout.workers)
-        .map(|w| worker_signature(state, &layout, &order_sigs, w))
+        .map(|w| worker_signature(state, &mail, &layout, &order_sigs, w))
         .collect();
-    let order_runs = runs(&order_sigs);
-    let worker_runs = runs(&worker_sigs);
-    let order_choices = arrangements(&order_runs, MAX_CANDIDATES);
-    let worker_choices = arrangements(&worker_runs, (MAX_CANDIDATES / order_choices.len()).max(1));
+    let (inert_orders, inert_workers) = inert(state, &mail, &layout);
+    let order_choices = arrangements(&runs(&order_sigs), &inert_orders, MAX_CANDIDATES);
+    let worker_choices = arrangements(
+        &runs(&worker_sigs),
+        &inert_workers,
+        (MAX_CANDIDATES / order_choices.len()).max(1),
+    );
+    let relabel = |oa: &[usize], wa: &[usize]| Relabel {
+        layout: &layout,
+        workers: places(wa),
+        orders: places(oa).into_iter().map(|p| p as Order).collect(),
+    };
+    // Most states have one arrangement, often the state's own order: no choosing to do.
+    if let ([oa], [wa]) = (&order_choices[..], &worker_choices[..]) {
+        let identity = |a: &[usize]| a.iter().enumerate().all(|(k, &m)| k == m);
+        if identity(oa) && identity(wa) {
+            return state.clone();
+        }
+        return relabel(oa, wa).apply(state);
+    }
     let mut best: Option<(u64, State<Pizzeria>)> = None;
     for oa in &order_choices {
         for wa in &worker_choices {
-            let relabel = Relabel {
-                layout: &layout,
-                workers: places(wa),
-                orders: places(oa).into_iter().map(|p| p as Order).collect(),
-            };
-            let candidate = relabel.apply(state);
+            let candidate = relabel(oa, wa).apply(state);
             let fp = fingerprint(&candidate);
             if best.as_ref().is_none_or(|(b, _)| fp < *b) {
                 best = Some((fp, candidate));
