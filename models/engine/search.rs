@@ -5,10 +5,10 @@
 //! function; and the quiet-state check computed from the successors the search generates anyway.
 //!
 //! # How a run is laid out
-//! Level `d` holds the states first reached after `d` steps. Each level is kept as two arrays, in
-//! a deterministic order (shard by shard, by fingerprint within a shard): the states'
-//! fingerprints and, for each, the position of its parent in level `d − 1` (the smallest such
-//! position, whichever thread got there first). That is 12 bytes a state, plus the visited set;
+//! Level `d` holds the states first reached after `d` steps, in the order a one-thread FIFO
+//! search would first reach them: by (parent's position, action's index), the smallest such pair
+//! whichever thread got there first. Each level is kept as two arrays: the states' fingerprints
+//! and, for each, the position of its parent in level `d − 1`. That is 12 bytes a state, plus the visited set;
 //! the states themselves live only in the frontier. A path is rebuilt like TLC's: walk the parent
 //! positions back to level 0, then replay forward from the initial state, at each step taking
 //! the first successor whose (canonical) fingerprint is the next one on the chain. With symmetry
@@ -202,11 +202,11 @@ fn shard_of(fp: u64) -> usize {
 enum Shard<S> {
     Fingerprints {
         seen: HashSet<u64, ByFingerprint>,
-        next: HashMap<u64, (u32, S), ByFingerprint>,
+        next: HashMap<u64, (Reached, S), ByFingerprint>,
     },
     FullStates {
         seen: HashSet<Whole<S>, ahash::RandomState>,
-        next: HashMap<Whole<S>, (u64, u32), ahash::RandomState>,
+        next: HashMap<Whole<S>, (u64, Reached), ahash::RandomState>,
     },
 }
 
@@ -230,16 +230,16 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
         }
     }
 
-    /// Offers a state reached from parent position `parent`: kept for the next level unless seen.
-    fn offer(&mut self, fp: u64, parent: u32, state: S) {
+    /// Offers a state reached by `how`: kept for the next level unless seen.
+    fn offer(&mut self, fp: u64, how: Reached, state: S) {
         match self {
             Shard::Fingerprints { seen, next } => {
                 if seen.contains(&fp) {
                     return;
                 }
                 next.entry(fp)
-                    .and_modify(|e| e.0 = e.0.min(parent))
-                    .or_insert((parent, state));
+                    .and_modify(|e| e.0 = e.0.min(how))
+                    .or_insert((how, state));
             }
             Shard::FullStates { seen, next } => {
                 let state = Whole(state);
@@ -247,15 +247,15 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
                     return;
                 }
                 next.entry(state)
-                    .and_modify(|e| e.1 = e.1.min(parent))
-                    .or_insert((fp, parent));
+                    .and_modify(|e| e.1 = e.1.min(how))
+                    .or_insert((fp, how));
             }
         }
     }
 
-    /// Ends a level: the new states, sorted by fingerprint, now count as seen.
-    fn drain(&mut self) -> Vec<(u64, u32, S)> {
-        let mut out: Vec<(u64, u32, S)> = match self {
+    /// Ends a level: the new states now count as seen.
+    fn drain(&mut self) -> Vec<(u64, Reached, S)> {
+        let out: Vec<(u64, Reached, S)> = match self {
             Shard::Fingerprints { seen, next } => {
                 seen.extend(next.keys().copied());
                 next.drain().map(|(fp, (p, s))| (fp, p, s)).collect()
@@ -266,9 +266,6 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
                 out
             }
         };
-        // Ties (equal fingerprints of distinct full states) by parent: still deterministic
-        // unless two such states share a parent, which full-state mode tolerates.
-        out.sort_unstable_by_key(|&(fp, p, _)| (fp, p));
         match self {
             Shard::Fingerprints { next, .. } => next.shrink_to_fit(),
             Shard::FullStates { next, .. } => next.shrink_to_fit(),
@@ -293,6 +290,10 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
         }
     }
 }
+
+/// How a state was first reached: its parent's position in the level before, and the index of
+/// the step among the parent's steps. Unique per state, so it orders a level totally.
+type Reached = (u32, u32);
 
 /// A finished level: fingerprints and parent positions, in position order.
 struct Level {
@@ -435,7 +436,7 @@ where
     for init in model.init_states() {
         let s = canon(init);
         let fp = fingerprint(&s);
-        shards[shard_of(fp)].lock().unwrap().offer(fp, 0, s);
+        shards[shard_of(fp)].lock().unwrap().offer(fp, (0, 0), s);
     }
     let mut levels: Vec<Level> = Vec::new();
     // Each property's first witness: (level, position).
@@ -447,12 +448,15 @@ where
             fps: Vec::new(),
             parents: Vec::new(),
         };
+        let mut reached: Vec<(u64, Reached, M::State)> = Vec::new();
         for shard in &shards {
-            for (fp, parent, state) in shard.lock().unwrap().drain() {
-                level.fps.push(fp);
-                level.parents.push(parent);
-                frontier.push((fp, state));
-            }
+            reached.append(&mut shard.lock().unwrap().drain());
+        }
+        reached.sort_unstable_by_key(|&(_, how, _)| how);
+        for (fp, (parent, _), state) in reached {
+            level.fps.push(fp);
+            level.parents.push(parent);
+            frontier.push((fp, state));
         }
         if frontier.is_empty() {
             break;
@@ -491,14 +495,18 @@ where
                                     let m = &mut mine[hit];
                                     *m = Some(m.map_or(pos, |p| p.min(pos)));
                                 }
-                                for (_, next) in steps.drain(..) {
+                                for (k, (_, next)) in steps.drain(..).enumerate() {
                                     if !model.within_boundary(&next) {
                                         continue;
                                     }
                                     generated += 1;
                                     let next = canon(next);
                                     let fp = fingerprint(&next);
-                                    shards[shard_of(fp)].lock().unwrap().offer(fp, pos, next);
+                                    shards[shard_of(fp)].lock().unwrap().offer(
+                                        fp,
+                                        (pos, k as u32),
+                                        next,
+                                    );
                                 }
                             }
                             counters.generated.fetch_add(generated, Ordering::Relaxed);
