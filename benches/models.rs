@@ -1,35 +1,191 @@
-//! Model-checking throughput: unique states per second for every design at its default size,
-//! single-threaded BFS, release build. Run with `cargo bench --bench models`.
+//! The search engine's scale, measured: the four seed designs at 2×2, 3×3 and 4×4 orders ×
+//! workers with ≤1 crash, ≤1 lost message and ≤1 stall (and 2×2 with ≤2 of each), each searched
+//! three ways in one run — onepie's engine with symmetry reduction, without it, and Stateright's
+//! own BFS on the same model — with unique states, seconds, states/s, peak memory and bytes per
+//! visited state, and the engine's speed as a ratio to Stateright's.
+//!
+//! `cargo bench --bench models` runs everything (about 10 minutes on 2 cores: the runs that cannot
+//! finish are stopped at a state budget and say so). Arguments filter: a design name, or a size
+//! such as `3x3` or `2x2/2`, e.g. `cargo bench --bench models -- idempotent 3x3`.
 
-use onepie::models::{self, CheckOptions};
+use onepie::models::engine::memory;
+use onepie::models::{self, AnyWorld, CheckError, CheckOptions, Params};
+use stateright::{Checker, Model};
 use std::time::Instant;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SEEDS: [&str; 4] = [
+    "delete-on-delivery",
+    "ack-before-work",
+    "ack-after-work",
+    "idempotent-house",
+];
+
+/// (label, orders, workers, faults of each kind, state budget for runs that may not finish)
+const SIZES: [(&str, u8, u8, u8, u64); 4] = [
+    ("2x2", 2, 2, 1, 50_000_000),
+    ("2x2/2", 2, 2, 2, 20_000_000),
+    ("3x3", 3, 3, 1, 10_000_000),
+    ("4x4", 4, 4, 1, 10_000_000),
+];
+
+struct Row {
+    unique: Option<u64>,
+    seconds: f64,
+    peak: Option<u64>,
+    bytes_per_state: Option<f64>,
+    note: String,
+}
+
+fn engine(d: &models::Design, p: &Params, symmetry: bool, budget: u64) -> Row {
+    let opts = CheckOptions {
+        symmetry,
+        max_states: budget,
+        max_memory: Some(12 << 30),
+        ..CheckOptions::default()
+    };
+    let start = Instant::now();
+    match d.check(p, &opts) {
+        Ok(r) => Row {
+            unique: Some(r.unique_states),
+            seconds: r.seconds,
+            peak: r.peak_memory,
+            bytes_per_state: Some(r.bytes_per_state),
+            note: String::new(),
+        },
+        Err(e) => Row {
+            unique: None,
+            seconds: start.elapsed().as_secs_f64(),
+            peak: memory::peak_rss(),
+            bytes_per_state: None,
+            note: match e {
+                CheckError::TooManyStates { generated, .. } => {
+                    format!("stopped after {generated} generated states")
+                }
+                CheckError::TooMuchMemory { used, .. } => format!("stopped at {used} MB"),
+                other => other.to_string(),
+            },
+        },
+    }
+}
+
+fn stateright<M>(model: M, budget: u64) -> Row
+where
+    M: Model + Send + Sync + 'static,
+    M::State: Clone + std::fmt::Debug + std::hash::Hash + PartialEq + Send + Sync,
+    M::Action: Clone + std::fmt::Debug + PartialEq + Send + Sync,
+{
+    memory::reset_peak();
+    let start = Instant::now();
+    let threads = models::check::available_threads();
+    let checker = model
+        .checker()
+        .threads(threads)
+        .target_state_count(budget as usize)
+        .spawn_bfs()
+        .join();
+    let seconds = start.elapsed().as_secs_f64();
+    let finished = checker.state_count() < budget as usize;
+    Row {
+        unique: finished.then(|| checker.unique_state_count() as u64),
+        seconds,
+        peak: memory::peak_rss(),
+        bytes_per_state: None,
+        note: if finished {
+            String::new()
+        } else {
+            format!("stopped after {} generated states", checker.state_count())
+        },
+    }
+}
+
+fn stateright_any(world: AnyWorld, budget: u64) -> Row {
+    match world {
+        AnyWorld::Pizzeria(w) => stateright(w, budget),
+        AnyWorld::Timed(w) => stateright(w, budget),
+        AnyWorld::Lease(w) => stateright(w, budget),
+        AnyWorld::Phone(w) => stateright(w, budget),
+    }
+}
+
+fn print(design: &str, size: &str, how: &str, row: &Row, baseline: Option<&Row>) {
+    let rate = row.unique.map(|u| u as f64 / row.seconds);
+    let ratio = match (
+        rate,
+        baseline.and_then(|b| b.unique.map(|u| u as f64 / b.seconds)),
+    ) {
+        (Some(a), Some(b)) => format!("{:.2}×", a / b),
+        _ => "–".to_string(),
+    };
+    println!(
+        "{:<20} {:<6} {:<16} {:>11} {:>8.2} {:>12} {:>9} {:>8} {:>8}  {}",
+        design,
+        size,
+        how,
+        row.unique.map_or("–".to_string(), |u| u.to_string()),
+        row.seconds,
+        rate.map_or("–".to_string(), |r| format!("{r:.0}")),
+        row.peak.map_or("–".to_string(), |b| format!("{}", b >> 20)),
+        row.bytes_per_state
+            .map_or("–".to_string(), |b| format!("{b:.1}")),
+        ratio,
+        row.note
+    );
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; any other argument filters designs by name.
-    let filter: Vec<String> = std::env::args()
+    let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    let threads = models::check::available_threads();
+    println!("onepie engine vs Stateright 0.31 BFS, {threads} threads each; states/s counts unique (canonical) states; ratio: states/s over Stateright's.");
     println!(
-        "{:<26} {:>12} {:>7} {:>9} {:>14}",
-        "design", "states", "depth", "seconds", "states/second"
+        "{:<20} {:<6} {:<16} {:>11} {:>8} {:>12} {:>9} {:>8} {:>8}",
+        "design", "size", "search", "states", "seconds", "states/s", "peak MB", "B/state", "ratio"
     );
     let all = Instant::now();
-    for d in models::designs() {
-        if !filter.is_empty() && !filter.iter().any(|f| d.name.contains(f.as_str())) {
-            continue;
+    for (size, orders, workers, faults, budget) in SIZES {
+        for name in SEEDS {
+            if !filters
+                .iter()
+                .all(|f| name.contains(f.as_str()) || size == f)
+            {
+                continue;
+            }
+            let d = models::find(name).expect("a seed design");
+            let p = Params {
+                orders,
+                workers,
+                crashes: faults,
+                losses: faults,
+                stalls: if d.defaults.stalls == 0 { 0 } else { faults },
+                ..d.defaults
+            };
+            let baseline = {
+                let mut world = (d.world)(&p);
+                if let AnyWorld::Pizzeria(w) = &mut world {
+                    w.symmetry = None;
+                }
+                stateright_any(world, budget)
+            };
+            let reduced = engine(d, &p, true, budget);
+            print(name, size, "onepie+symmetry", &reduced, Some(&baseline));
+            let plain = engine(d, &p, false, budget);
+            print(name, size, "onepie", &plain, Some(&baseline));
+            print(name, size, "stateright bfs", &baseline, None);
         }
-        let report = d
-            .check(&d.defaults, &CheckOptions::default())
-            .expect("check");
-        println!(
-            "{:<26} {:>12} {:>7} {:>9.2} {:>14.0}",
-            d.name,
-            report.unique_states,
-            report.max_depth,
-            report.seconds,
-            report.unique_states as f64 / report.seconds
-        );
     }
-    println!("all designs: {:.1} s", all.elapsed().as_secs_f64());
+    let check_all = Instant::now();
+    for d in models::designs() {
+        d.check(&d.defaults, &CheckOptions::default())
+            .expect("default check");
+    }
+    println!(
+        "\n`onepie check` (all 18 designs at their default sizes): {:.1} s",
+        check_all.elapsed().as_secs_f64()
+    );
+    println!("bench total: {:.0} s", all.elapsed().as_secs_f64());
 }

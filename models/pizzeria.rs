@@ -743,4 +743,3 @@ pub const SYMMETRY: &str = "workers and orders";
 
 /// The world type of every pizzeria design.
 pub type PizzeriaWorld = World<Pizzeria, Setup>;
-

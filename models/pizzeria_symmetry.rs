@@ -90,14 +90,21 @@ fn sum<I: IntoIterator<Item = u64>>(hashes: I) -> u64 {
 
 fn envelopes(network: &Network<Msg>) -> Vec<(&Envelope<Msg>, usize)> {
     match network {
-        Network::UnorderedNonDuplicating(multiset) => multiset.iter().map(|(e, &n)| (e, n)).collect(),
+        Network::UnorderedNonDuplicating(multiset) => {
+            multiset.iter().map(|(e, &n)| (e, n)).collect()
+        }
         // The pizzeria's network is always unordered and non-duplicating.
         _ => unreachable!("the pizzeria uses an unordered, non-duplicating network"),
     }
 }
 
 /// Order `o`'s signature: everything about it, with workers and other orders unnamed.
-fn order_signature(state: &State<Pizzeria>, mail: &[(&Envelope<Msg>, usize)], layout: &Layout, o: Order) -> u64 {
+fn order_signature(
+    state: &State<Pizzeria>,
+    mail: &[(&Envelope<Msg>, usize)],
+    layout: &Layout,
+    o: Order,
+) -> u64 {
     let house = layout.first_house() + o as usize;
     let slot = match &*state.actor_states[0] {
         PizzeriaState::Queue { orders } => match orders[o as usize] {
@@ -114,27 +121,25 @@ fn order_signature(state: &State<Pizzeria>, mail: &[(&Envelope<Msg>, usize)], la
             }
             _ => (false, false),
         };
-        let oven = state.timers_set[w].iter().any(|t| *t == Timer::Baked { order: o });
+        let oven = state.timers_set[w]
+            .iter()
+            .any(|t| *t == Timer::Baked { order: o });
         fingerprint(&(baking, awaiting, oven, state.crashed[w]))
     });
     let mail = mail
         .iter()
         .filter(|(e, _)| e.msg.order() == o)
-        .map(|(e, n)| {
-            fingerprint(&(
-                role(layout, e.src),
-                role(layout, e.dst),
-                shape(&e.msg),
-                n,
-            ))
-        });
+        .map(|(e, n)| fingerprint(&(role(layout, e.src), role(layout, e.dst), shape(&e.msg), n)));
     let (memory, pending, now) = match &*state.actor_states[house] {
         PizzeriaState::House {
             memory,
             pending,
             now,
         } => (
-            memory.values().map(|r| fingerprint(&r.stage)).collect::<Vec<_>>(),
+            memory
+                .values()
+                .map(|r| fingerprint(&r.stage))
+                .collect::<Vec<_>>(),
             pending.len(),
             *now,
         ),
@@ -151,9 +156,11 @@ fn order_signature(state: &State<Pizzeria>, mail: &[(&Envelope<Msg>, usize)], la
         (memory, pending, now),
         state.crashed[house],
         state.timers_set[house].iter().count(),
-        state.actor_storages[house]
-            .as_ref()
-            .map(|m| m.values().map(|r| fingerprint(&r.stage)).collect::<Vec<_>>()),
+        state.actor_storages[house].as_ref().map(|m| {
+            m.values()
+                .map(|r| fingerprint(&r.stage))
+                .collect::<Vec<_>>()
+        }),
         state.history.ledger.effects_of(&o),
     ))
 }
@@ -210,7 +217,9 @@ fn worker_signature(
             let mut v: Vec<u64> = orders
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| matches!(s, Slot::HandedOut { worker } if usize::from(*worker) == id))
+                .filter(
+                    |(_, s)| matches!(s, Slot::HandedOut { worker } if usize::from(*worker) == id),
+                )
                 .map(|(o, _)| sig[o])
                 .collect();
             v.sort_unstable();
@@ -218,15 +227,14 @@ fn worker_signature(
         }
         _ => Vec::new(),
     };
-    let pending = (0..layout.orders).map(|o| {
-        match &*state.actor_states[layout.first_house() + o] {
+    let pending =
+        (0..layout.orders).map(|o| match &*state.actor_states[layout.first_house() + o] {
             PizzeriaState::House { pending, .. } => sum(pending
                 .iter()
                 .filter(|(_, worker)| usize::from(*worker) == id)
                 .map(|(order, _)| fingerprint(&sig[*order as usize]))),
             _ => 0,
-        }
-    });
+        });
     fingerprint(&(
         own,
         state.crashed[id],
@@ -406,7 +414,11 @@ impl Relabel<'_> {
             crashed: (0..n).map(|j| state.crashed[from[j]]).collect(),
             history,
             actor_storages: (0..n)
-                .map(|j| state.actor_storages[from[j]].as_ref().map(|m| self.memory(m)))
+                .map(|j| {
+                    state.actor_storages[from[j]]
+                        .as_ref()
+                        .map(|m| self.memory(m))
+                })
                 .collect(),
         }
     }
