@@ -149,3 +149,58 @@ fn explore_refuses_a_port_in_use_and_a_bad_address() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("is not an address"));
 }
+
+#[test]
+fn engine_flags_are_checked_and_bad_ones_are_one_line_errors() {
+    for (args, says) in [
+        (&["--threads", "0"][..], "--threads 0 is out of range"),
+        (&["--threads", "100000"], "--threads 100000 is out of range"),
+        (&["--search", "sideways"], "[possible values: bfs, dfs]"),
+        (&["--symmetry", "maybe"], "[possible values: on, off]"),
+        (&["--max-memory", "4Q"], "is not a size like 4G"),
+        (&["--max-memory", "1M"], "over --max-memory 1 MB"),
+    ] {
+        let mut all = vec!["check", "idempotent-house"];
+        all.extend_from_slice(args);
+        let out = onepie(&all);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = text(&out.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("onepie:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        assert!(errors[0].contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn json_says_how_the_states_were_searched() {
+    let out = onepie(&[
+        "check",
+        "ack-after-work",
+        "--json",
+        "--threads",
+        "2",
+        "--search",
+        "dfs",
+        "--symmetry",
+        "off",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &report[0];
+    assert_eq!(r["search"], "dfs");
+    assert_eq!(r["reduction"], "none");
+    assert_eq!(r["visited"], "fingerprints");
+    assert_eq!(r["threads"], 1, "depth-first runs on one thread");
+    assert_eq!(
+        r["unique_states"], 78277,
+        "Stateright's BFS count for the same model"
+    );
+    assert!(r["peak_memory"].as_u64().unwrap() > 1_000_000);
+    assert!(r["fingerprint_collision_probability"].as_f64().unwrap() < 1e-6);
+    assert!(r["seconds"].as_f64().unwrap() > 0.0);
+    assert!(r["bytes_per_state"].as_f64().unwrap() > 8.0);
+}
