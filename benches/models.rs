@@ -77,7 +77,6 @@ where
     M::State: Clone + std::fmt::Debug + std::hash::Hash + PartialEq + Send + Sync,
     M::Action: Clone + std::fmt::Debug + PartialEq + Send + Sync,
 {
-    memory::reset_peak();
     let start = Instant::now();
     let threads = models::check::available_threads();
     let checker = model
@@ -110,6 +109,68 @@ fn stateright_any(world: AnyWorld, budget: u64) -> Row {
     }
 }
 
+/// Runs one search in a fresh process (this bench, with `--one DESIGN SIZE HOW`), so each peak
+/// memory figure is that run's own: an allocator keeps what earlier runs freed.
+fn isolated(design: &str, size: &str, how: &str) -> Row {
+    let out = std::process::Command::new(std::env::current_exe().expect("the bench binary"))
+        .args(["--one", design, size, how])
+        .output()
+        .expect("run one search");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    let f: Vec<&str> = line.splitn(5, '\t').collect();
+    let num = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok());
+    Row {
+        unique: num(0).map(|u| u as u64),
+        seconds: num(1).unwrap_or(f64::NAN),
+        peak: num(2).map(|b| b as u64),
+        bytes_per_state: num(3),
+        note: f.get(4).map_or_else(
+            || format!("failed: {}", String::from_utf8_lossy(&out.stderr)),
+            |n| n.to_string(),
+        ),
+    }
+}
+
+/// The child's side of [`isolated`].
+fn one(design: &str, size: &str, how: &str) {
+    let d = models::find(design).expect("a seed design");
+    let (_, orders, workers, faults, budget) =
+        SIZES.into_iter().find(|s| s.0 == size).expect("a size");
+    let p = params(d, orders, workers, faults);
+    let row = match how {
+        "onepie+symmetry" => engine(d, &p, true, budget),
+        "onepie" => engine(d, &p, false, budget),
+        _ => {
+            let mut world = (d.world)(&p);
+            if let AnyWorld::Pizzeria(w) = &mut world {
+                w.symmetry = None;
+            }
+            stateright_any(world, budget)
+        }
+    };
+    let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
+    println!(
+        "{}\t{}\t{}\t{}\t{}",
+        opt(row.unique.map(|u| u as f64)),
+        row.seconds,
+        opt(row.peak.map(|b| b as f64)),
+        opt(row.bytes_per_state),
+        row.note
+    );
+}
+
+fn params(d: &models::Design, orders: u8, workers: u8, faults: u8) -> Params {
+    Params {
+        orders,
+        workers,
+        crashes: faults,
+        losses: faults,
+        stalls: if d.defaults.stalls == 0 { 0 } else { faults },
+        ..d.defaults
+    }
+}
+
 fn print(design: &str, size: &str, how: &str, row: &Row, baseline: Option<&Row>) {
     let rate = row.unique.map(|u| u as f64 / row.seconds);
     let ratio = match (
@@ -136,10 +197,11 @@ fn print(design: &str, size: &str, how: &str, row: &Row, baseline: Option<&Row>)
 }
 
 fn main() {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--one") {
+        return one(&args[i + 1], &args[i + 2], &args[i + 3]);
+    }
+    let filters: Vec<String> = args.into_iter().filter(|a| !a.starts_with("--")).collect();
     let threads = models::check::available_threads();
     println!("onepie engine vs Stateright 0.31 BFS, {threads} threads each; states/s counts unique (canonical) states; ratio: states/s over Stateright's.");
     println!(
@@ -147,7 +209,7 @@ fn main() {
         "design", "size", "search", "states", "seconds", "states/s", "peak MB", "B/state", "ratio"
     );
     let all = Instant::now();
-    for (size, orders, workers, faults, budget) in SIZES {
+    for (size, ..) in SIZES {
         for name in SEEDS {
             if !filters
                 .iter()
@@ -155,26 +217,21 @@ fn main() {
             {
                 continue;
             }
-            let d = models::find(name).expect("a seed design");
-            let p = Params {
-                orders,
-                workers,
-                crashes: faults,
-                losses: faults,
-                stalls: if d.defaults.stalls == 0 { 0 } else { faults },
-                ..d.defaults
-            };
-            let baseline = {
-                let mut world = (d.world)(&p);
-                if let AnyWorld::Pizzeria(w) = &mut world {
-                    w.symmetry = None;
-                }
-                stateright_any(world, budget)
-            };
-            let reduced = engine(d, &p, true, budget);
-            print(name, size, "onepie+symmetry", &reduced, Some(&baseline));
-            let plain = engine(d, &p, false, budget);
-            print(name, size, "onepie", &plain, Some(&baseline));
+            let baseline = isolated(name, size, "stateright bfs");
+            print(
+                name,
+                size,
+                "onepie+symmetry",
+                &isolated(name, size, "onepie+symmetry"),
+                Some(&baseline),
+            );
+            print(
+                name,
+                size,
+                "onepie",
+                &isolated(name, size, "onepie"),
+                Some(&baseline),
+            );
             print(name, size, "stateright bfs", &baseline, None);
         }
     }

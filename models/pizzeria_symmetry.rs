@@ -24,7 +24,7 @@ pub const MAX_CANDIDATES: usize = 24;
 /// The pie fingerprints of orders 0..=255, computed once (SHA-256 is not free).
 fn pie_fp(order: Order) -> Fingerprint {
     static ALL: OnceLock<Vec<Fingerprint>> = OnceLock::new();
-    ALL.get_or_init(|| (0..=255).map(pie_fingerprint).collect())[order as usize].clone()
+    ALL.get_or_init(|| (0..=255).map(pie_fingerprint).collect())[order as usize]
 }
 
 /// The queue's choice keys for orders 0..=255, made once (they are strings).

@@ -21,7 +21,7 @@
 use super::memory;
 use stateright::{Model, Path};
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -160,10 +160,8 @@ pub struct Outcome<M: Model> {
 
 /// The fingerprint of a state: a stable 64-bit hash (the same keys every run and build).
 pub fn fingerprint<T: Hash + ?Sized>(t: &T) -> u64 {
-    let mut h = FINGERPRINT.build_hasher();
-    t.hash(&mut h);
     // 0 never stands for a state: it cannot be confused with an empty slot anywhere.
-    h.finish().max(1)
+    FINGERPRINT.hash_one(t).max(1)
 }
 
 static FINGERPRINT: ahash::RandomState = ahash::RandomState::with_seeds(
@@ -647,7 +645,7 @@ where
             counters.unique.fetch_add(1, Ordering::Relaxed);
             visit(fp, s, &mut stack, &mut first, &mut generated);
             counters.depth.fetch_max(stack.len(), Ordering::Relaxed);
-            if counters.unique.load(Ordering::Relaxed) % 4096 == 0 {
+            if counters.unique.load(Ordering::Relaxed).is_multiple_of(4096) {
                 counters.generated.store(generated, Ordering::Relaxed);
                 check_limits(opts, counters)?;
             }
@@ -704,11 +702,17 @@ where
 }
 
 /// Watches the memory limit (every 50 ms) and prints progress each second once the search has
-/// run for two.
+/// run for two. It wakes every 2 ms to see whether the search is done, so a small check does
+/// not wait for it.
 fn monitor(opts: &SearchOptions, counters: &Counters, done: &AtomicBool, start: Instant) {
     let mut last = (Instant::now(), 0u64);
+    let mut ticks = 0u32;
     while !done.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(2));
+        ticks += 1;
+        if !ticks.is_multiple_of(25) {
+            continue;
+        }
         if let (Some(max), Some(rss)) = (opts.max_memory, memory::rss()) {
             if rss > max {
                 counters.over_memory.store(rss, Ordering::Relaxed);
