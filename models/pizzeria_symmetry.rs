@@ -14,6 +14,7 @@
 use super::{Handout, Memory, Msg, Pizzeria, PizzeriaState, Slot, Then, Timer};
 use crate::dedup::{Fingerprint, Record};
 use crate::models::engine::search::fingerprint;
+use crate::models::symmetry::permutations;
 use crate::models::world::{choice_key, pie_fingerprint, Order, State};
 use stateright::actor::{ActorModelState, Envelope, Id, Network, RandomChoices, Timers};
 use std::sync::OnceLock;
@@ -521,21 +522,6 @@ fn arrangements(runs: &[Vec<usize>], inert: &[bool], cap: usize) -> Vec<Vec<usiz
         }
     }
     out
-}
-
-fn permutations(items: &[usize]) -> Vec<Vec<usize>> {
-    if items.len() <= 1 {
-        return vec![items.to_vec()];
-    }
-    let mut all = Vec::new();
-    for (k, &first) in items.iter().enumerate() {
-        let rest: Vec<usize> = [&items[..k], &items[k + 1..]].concat();
-        for mut p in permutations(&rest) {
-            p.insert(0, first);
-            all.push(p);
-        }
-    }
-    all
 }
 
 /// `arranged[k]` is the member that goes to place `k`; returns where each member goes.

@@ -220,7 +220,8 @@ where
         .expect("at least one order")
 }
 
-fn permutations(items: &[usize]) -> Vec<Vec<usize>> {
+/// Every order of `items`.
+pub fn permutations(items: &[usize]) -> Vec<Vec<usize>> {
     if items.len() <= 1 {
         return vec![items.to_vec()];
     }
