@@ -235,18 +235,32 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
                 if seen.contains(&fp) {
                     return;
                 }
-                next.entry(fp)
-                    .and_modify(|e| e.0 = e.0.min(how))
-                    .or_insert((how, state));
+                // The copy kept is the one reached first in FIFO order, not the first thread's:
+                // equal states can differ in layout (hash-map order), and their successors' order
+                // with it.
+                match next.get_mut(&fp) {
+                    Some(kept) if how < kept.0 => *kept = (how, state),
+                    Some(_) => {}
+                    None => {
+                        next.insert(fp, (how, state));
+                    }
+                }
             }
             Shard::FullStates { seen, next } => {
                 let state = Whole(state);
                 if seen.contains(&state) {
                     return;
                 }
-                next.entry(state)
-                    .and_modify(|e| e.1 = e.1.min(how))
-                    .or_insert((fp, how));
+                match next.get(&state) {
+                    Some(&(_, kept)) if kept <= how => {}
+                    Some(_) => {
+                        next.remove(&state);
+                        next.insert(state, (fp, how));
+                    }
+                    None => {
+                        next.insert(state, (fp, how));
+                    }
+                }
             }
         }
     }
