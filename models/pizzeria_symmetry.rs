@@ -14,7 +14,7 @@
 use super::{Handout, Memory, Msg, Pizzeria, PizzeriaState, Slot, Then, Timer};
 use crate::dedup::{Fingerprint, Record};
 use crate::models::engine::search::fingerprint;
-use crate::models::symmetry::permutations;
+use crate::models::symmetry::arrangements;
 use crate::models::world::{choice_key, pie_fingerprint, Order, State};
 use stateright::actor::{ActorModelState, Envelope, Id, Network, RandomChoices, Timers};
 use std::sync::OnceLock;
@@ -494,36 +494,6 @@ fn runs(sigs: &[u64]) -> Vec<Vec<usize>> {
     out
 }
 
-/// Every arrangement of the members, run by run (members of a run in every order), as the list
-/// of members in their new places; at most `cap`, beyond which ties keep the sorted order. A run
-/// of inert members (equal, and named by nothing else in the state) is left as it is: every
-/// order of it gives the same state.
-fn arrangements(runs: &[Vec<usize>], inert: &[bool], cap: usize) -> Vec<Vec<usize>> {
-    let mut out: Vec<Vec<usize>> = vec![Vec::new()];
-    for run in runs {
-        let perms = if run.iter().all(|&m| inert[m]) {
-            vec![run.clone()]
-        } else {
-            permutations(run)
-        };
-        if out.len() * perms.len() > cap {
-            out.iter_mut().for_each(|o| o.extend(run));
-        } else {
-            out = out
-                .iter()
-                .flat_map(|o| {
-                    perms.iter().map(move |p| {
-                        let mut o = o.clone();
-                        o.extend(p);
-                        o
-                    })
-                })
-                .collect();
-        }
-    }
-    out
-}
-
 /// `arranged[k]` is the member that goes to place `k`; returns where each member goes.
 fn places(arranged: &[usize]) -> Vec<usize> {
     let mut to = vec![0; arranged.len()];
@@ -544,10 +514,16 @@ pub fn representative(state: &State<Pizzeria>) -> State<Pizzeria> {
         .map(|w| worker_signature(state, &mail, &layout, &order_sigs, w))
         .collect();
     let (inert_orders, inert_workers) = inert(state, &mail, &layout);
-    let order_choices = arrangements(&runs(&order_sigs), &inert_orders, MAX_CANDIDATES);
+    // A run of inert members (equal, and named by nothing else in the state) needs no trying:
+    // every order of it gives the same state.
+    let order_choices = arrangements(
+        &runs(&order_sigs),
+        |run| run.iter().all(|&o| inert_orders[o]),
+        MAX_CANDIDATES,
+    );
     let worker_choices = arrangements(
         &runs(&worker_sigs),
-        &inert_workers,
+        |run| run.iter().all(|&w| inert_workers[w]),
         (MAX_CANDIDATES / order_choices.len()).max(1),
     );
     let relabel = |oa: &[usize], wa: &[usize]| Relabel {

@@ -3,8 +3,8 @@
 //!
 //! [`sort_actors`] relabels a group of interchangeable actors into a canonical order and rewrites
 //! every actor id the state mentions (in actor states, messages, timers and random choices)
-//! accordingly. The result is always a relabelling of the given state, so using it as
-//! Stateright's representative is sound whatever the order chosen; choosing the same order for
+//! accordingly. The result is always a relabelling of the given state, so using it as the
+//! search engine's representative is sound whatever the order chosen; choosing the same order for
 //! every member of a class is what makes the reduction effective.
 
 use super::world::{History, State};
@@ -174,30 +174,14 @@ where
         group.iter().map(|&i| (view(state, group, i), i)).collect();
     members.sort_by_key(|&(v, _)| v);
     // Orders to try: the sorted one, with every permutation of each run of equal views.
-    let mut orders: Vec<Vec<usize>> = vec![Vec::new()];
-    let mut start = 0;
-    while start < members.len() {
-        let end = (start..members.len())
-            .find(|&k| members[k].0 != members[start].0)
-            .unwrap_or(members.len());
-        let tied: Vec<usize> = members[start..end].iter().map(|&(_, i)| i).collect();
-        let perms = permutations(&tied);
-        if orders.len() * perms.len() > 24 {
-            orders.iter_mut().for_each(|o| o.extend(&tied));
-        } else {
-            orders = orders
-                .iter()
-                .flat_map(|o| {
-                    perms.iter().map(move |p| {
-                        let mut o = o.clone();
-                        o.extend(p);
-                        o
-                    })
-                })
-                .collect();
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for (k, &(v, i)) in members.iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if k > 0 && members[k - 1].0 == v => run.push(i),
+            _ => runs.push(vec![i]),
         }
-        start = end;
     }
+    let orders = arrangements(&runs, |_| false, 24);
     let mut slots: Vec<usize> = group.to_vec();
     slots.sort_unstable();
     if let [order] = &orders[..] {
@@ -220,8 +204,41 @@ where
         .expect("at least one order")
 }
 
+/// Every arrangement of a group's members, run by run (the members of each run of equal
+/// signatures in every order), each as the list of members in their new places; at most `cap`,
+/// beyond which a run keeps the order it has. A run for which `fixed` says so is not permuted.
+pub fn arrangements(
+    runs: &[Vec<usize>],
+    fixed: impl Fn(&[usize]) -> bool,
+    cap: usize,
+) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = vec![Vec::new()];
+    for run in runs {
+        let perms = if fixed(run) {
+            vec![run.clone()]
+        } else {
+            permutations(run)
+        };
+        if out.len() * perms.len() > cap {
+            out.iter_mut().for_each(|o| o.extend(run));
+        } else {
+            out = out
+                .iter()
+                .flat_map(|o| {
+                    perms.iter().map(move |p| {
+                        let mut o = o.clone();
+                        o.extend(p);
+                        o
+                    })
+                })
+                .collect();
+        }
+    }
+    out
+}
+
 /// Every order of `items`.
-pub fn permutations(items: &[usize]) -> Vec<Vec<usize>> {
+fn permutations(items: &[usize]) -> Vec<Vec<usize>> {
     if items.len() <= 1 {
         return vec![items.to_vec()];
     }

@@ -106,8 +106,8 @@ where
     pub is_stall: StallFn<A, C>,
     /// What the world does by itself along with a step (explicit time), if anything.
     pub environment: Option<EnvironmentFn<A, C>>,
-    /// The representative function when some actors are interchangeable: the checker then
-    /// searches depth-first with symmetry reduction (Stateright offers it for DFS only).
+    /// The representative function when some actors are interchangeable: the search engine
+    /// then reduces by it (breadth-first or depth-first; `--symmetry off` ignores it).
     pub symmetry: Option<RepresentativeFn<A>>,
 }
 
