@@ -2,15 +2,26 @@
 //!
 //! - [`ledger`]: the one invariant ("exactly one pie per order") and its classifier.
 //! - [`dedup`]: the sans-IO decision core of a deduplicating receiver.
-//! - [`models`]: Stateright actor models of every delivery design (files under `models/`).
+//! - [`inbox`]: the deduplicating receiver a service uses (SQLite with feature `sqlite`).
+//! - `testkit` (feature `testkit`): the property-test harness and its pie log.
+//! - `models` (feature `models`): Stateright actor models of every delivery design (files
+//!   under `models/`) and onepie's search engine over them.
+//! - `cli` (feature `cli`, the default): the `onepie` command.
 //!
-//! Dependency direction: `models` uses `ledger` and `dedup`; the core never uses `models`.
+//! Dependency direction, enforced by the features: `models`, `testkit` and `cli` use the core
+//! (`ledger`, `dedup`, `inbox`); the core uses none of them, so
+//! `default-features = false, features = ["sqlite"]` builds the inbox without Stateright or clap.
 
-pub mod cli;
 pub mod dedup;
-pub mod harness;
 pub mod inbox;
 pub mod ledger;
 
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+#[cfg(feature = "models")]
 #[path = "../models/mod.rs"]
 pub mod models;
+
+#[cfg(feature = "cli")]
+pub mod cli;

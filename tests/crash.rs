@@ -7,8 +7,9 @@
 //! This test has its own `main` (harness = false): the same binary is the child when run with
 //! `--child`.
 
-use onepie::inbox::{EffectLog, InboxStore, SqliteInbox};
+use onepie::inbox::{InboxStore, SqliteInbox};
 use onepie::ledger::Ledger;
+use onepie::testkit::PieLog;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -31,12 +32,12 @@ fn child(path: &str, from: u32, broken: bool) {
             let attempt = format!("{key}-attempt-{}", std::process::id());
             inbox
                 .deliver(&attempt, b"", |tx| {
-                    tx.record_pie(&key, "pie")?;
-                    Ok(String::new())
+                    SqliteInbox::record_pie(tx, &key, b"pie")?;
+                    Ok(Vec::new())
                 })
                 .expect("bake");
             let outcome = inbox
-                .deliver(&key, key.as_bytes(), |_| Ok("kept".to_string()))
+                .deliver(&key, key.as_bytes(), |_| Ok(b"kept".to_vec()))
                 .expect("record");
             writeln!(out, "ack {i} {}", outcome.label()).unwrap();
             out.flush().unwrap();
@@ -44,8 +45,8 @@ fn child(path: &str, from: u32, broken: bool) {
         }
         let outcome = inbox
             .deliver(&key, key.as_bytes(), |tx| {
-                tx.record_pie(&key, "pie")?;
-                Ok("kept".to_string())
+                SqliteInbox::record_pie(tx, &key, b"pie")?;
+                Ok(b"kept".to_vec())
             })
             .expect("deliver");
         writeln!(out, "ack {i} {}", outcome.label()).unwrap();

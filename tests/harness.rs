@@ -5,8 +5,9 @@
 mod common;
 
 use common::broken;
-use onepie::harness::{self, Op, Receiver, Run, StoreReceiver};
-use onepie::inbox::{ManualClock, MemoryStore, Retention, SqliteInbox, SqliteOptions};
+use onepie::inbox::{ManualClock, Retention, SqliteInbox, SqliteOptions};
+use onepie::testkit::harness::{self, Op, Receiver, Run, StoreReceiver};
+use onepie::testkit::PieStore;
 use proptest::prelude::*;
 use proptest::test_runner::{
     Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner,
@@ -35,9 +36,9 @@ fn schedule() -> impl Strategy<Value = Vec<Op>> {
     proptest::collection::vec(op(), 1..16)
 }
 
-fn memory() -> StoreReceiver<MemoryStore> {
+fn memory() -> StoreReceiver<PieStore> {
     let clock = ManualClock::new(1_000);
-    let store = MemoryStore::with_clock(clock.clone());
+    let store = PieStore::with_data(Vec::new(), clock.clone());
     StoreReceiver::new(clock, move || Ok(store.clone())).unwrap()
 }
 
@@ -95,9 +96,10 @@ proptest! {
     }
 }
 
-fn windowed_memory(window: u64) -> StoreReceiver<MemoryStore> {
+fn windowed_memory(window: u64) -> StoreReceiver<PieStore> {
     let clock = ManualClock::new(1_000);
-    let store = MemoryStore::with_clock(clock.clone()).with_retention(Retention::Window(window));
+    let store =
+        PieStore::with_data(Vec::new(), clock.clone()).with_retention(Retention::Window(window));
     StoreReceiver::new(clock, move || Ok(store.clone())).unwrap()
 }
 

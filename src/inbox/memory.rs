@@ -1,77 +1,104 @@
 //! [`MemoryStore`]: the decision core over a `HashMap` behind a mutex. Not durable; for tests,
 //! the property harness and as the fastest possible baseline.
 
-use super::{
-    admit, lease_millis, not_owner, Admission, BoxError, Claim, Clock, EffectLog, Entry,
-    InboxError, InboxStore, Lease, Outcome, Pie, SystemClock,
-};
-use crate::dedup::{validate_key, Fingerprint, Millis, Record, Retention, Stage, Token};
+use super::step::{not_owner, Kept, Request};
+use super::{BoxError, Claim, Clock, Entry, InboxError, InboxStore, Lease, Outcome, SystemClock};
+use crate::dedup::{Millis, Retention, Stage, Token};
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// An in-memory store. Clones (and [`InboxStore::try_clone`]) share the same state, like
 /// several connections to one database; the mutex plays the role of the write transaction.
 ///
-/// ```
-/// use onepie::inbox::{EffectLog, InboxStore, ManualClock, MemoryStore, Outcome};
+/// `T` is the caller's own data, kept beside the keys (`()` by default): a transactional effect
+/// stages writes to it with [`MemoryTx::on_commit`], and they apply only if the delivery
+/// commits — the in-memory counterpart of writing your own tables in SQLite's transaction.
 ///
-/// let clock = ManualClock::new(0);
-/// let mut store = MemoryStore::with_clock(clock.clone());
-/// let bake = |tx: &mut onepie::inbox::MemoryTx| -> Result<String, onepie::inbox::BoxError> {
-///     Ok(format!("pie #{}", tx.record_pie("order-1", "apple")?))
-/// };
-/// assert_eq!(store.deliver("order-1", b"apple", bake).unwrap(), Outcome::Applied("pie #1".into()));
-/// assert_eq!(store.deliver("order-1", b"apple", bake).unwrap(), Outcome::Duplicate("pie #1".into()));
-/// assert_eq!(store.pie_counts().unwrap()["order-1"], 1);
 /// ```
-#[derive(Clone, Debug)]
-pub struct MemoryStore {
-    state: Arc<Mutex<State>>,
+/// use onepie::inbox::{InboxStore, ManualClock, MemoryStore, Outcome};
+///
+/// let mut store = MemoryStore::with_data(Vec::<String>::new(), ManualClock::new(0));
+/// for _ in 0..2 {
+///     store.deliver("order-1", b"apple", |tx| {
+///         tx.on_commit(|pies| pies.push("apple pie".to_string()));
+///         Ok("baked".into())
+///     }).unwrap();
+/// }
+/// assert_eq!(store.read(|pies| pies.len()), 1);
+/// ```
+pub struct MemoryStore<T = ()> {
+    state: Arc<Mutex<State<T>>>,
     clock: Arc<dyn Clock>,
     retention: Retention,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    keys: HashMap<String, Slot>,
-    pies: Vec<Pie>,
+impl<T> Clone for MemoryStore<T> {
+    fn clone(&self) -> Self {
+        MemoryStore {
+            state: Arc::clone(&self.state),
+            clock: Arc::clone(&self.clock),
+            retention: self.retention,
+        }
+    }
+}
+
+impl<T> fmt::Debug for MemoryStore<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("clock", &self.clock)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+struct State<T> {
+    keys: HashMap<String, Kept>,
+    data: T,
     last_token: Token,
 }
 
-#[derive(Debug)]
-struct Slot {
-    record: Record<String>,
-    created_at: Millis,
-}
+/// A write to the caller's data, applied when the delivery commits.
+type Staged<T> = Box<dyn FnOnce(&mut T)>;
 
-/// The transactional effect's view of a [`MemoryStore`]: pies recorded here are kept only if
-/// the effect returns `Ok`.
-#[derive(Debug)]
-pub struct MemoryTx {
+/// The transactional effect's view of a [`MemoryStore`].
+pub struct MemoryTx<'t, T> {
     now: Millis,
-    next_number: u64,
-    staged: Vec<Pie>,
+    data: &'t T,
+    staged: &'t mut Vec<Staged<T>>,
 }
 
-impl MemoryTx {
+impl<T> MemoryTx<'_, T> {
     /// The store's clock at the start of this delivery.
     pub fn now(&self) -> Millis {
         self.now
     }
+
+    /// The caller's data as it was when this delivery (or its batch) began: staged writes
+    /// show only after the commit.
+    pub fn data(&self) -> &T {
+        self.data
+    }
+
+    /// Stages a write to the caller's data; it applies if and only if the delivery commits.
+    pub fn on_commit(&mut self, write: impl FnOnce(&mut T) + 'static) {
+        self.staged.push(Box::new(write));
+    }
+
+    /// How many writes this delivery (or its batch, so far) has staged.
+    pub fn staged(&self) -> usize {
+        self.staged.len()
+    }
 }
 
-impl EffectLog for MemoryTx {
-    fn record_pie(&mut self, key: &str, pie: &str) -> Result<u64, InboxError> {
-        let number = self.next_number + self.staged.len() as u64;
-        self.staged.push(Pie {
-            number,
-            key: key.to_owned(),
-            pie: pie.to_owned(),
-            at: self.now,
-        });
-        Ok(number)
+impl<T> fmt::Debug for MemoryTx<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryTx")
+            .field("now", &self.now)
+            .field("staged", &self.staged.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,8 +116,19 @@ impl MemoryStore {
 
     /// An empty store on `clock` (e.g. a [`ManualClock`](super::ManualClock)).
     pub fn with_clock(clock: impl Clock + 'static) -> Self {
+        Self::with_data((), clock)
+    }
+}
+
+impl<T> MemoryStore<T> {
+    /// An empty store on `clock` keeping `data` of the caller's beside the keys.
+    pub fn with_data(data: T, clock: impl Clock + 'static) -> Self {
         MemoryStore {
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(State {
+                keys: HashMap::new(),
+                data,
+                last_token: 0,
+            })),
             clock: Arc::new(clock),
             retention: Retention::Forever,
         }
@@ -102,75 +140,71 @@ impl MemoryStore {
         self
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    /// Reads the caller's data (every committed write applied).
+    pub fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        f(&self.lock().data)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         // A panicking effect poisons the mutex but never leaves a half-applied delivery:
-        // staged pies and the record are only written after the effect returned.
+        // staged writes and the record are only applied after the effect returned.
         self.state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
+
+    fn request<'k>(&self, key: &'k str, payload: &[u8]) -> Result<Request<'k>, InboxError> {
+        Request::new(key, payload, self.clock.now(), self.retention)
+    }
 }
 
-/// How to undo one applied key of a batch: its previous slot, if any.
-type Undo = Vec<(String, Option<Slot>)>;
+/// How to undo one applied key of a batch: its previous record, if any.
+type Undo = Vec<(String, Option<Kept>)>;
 
-impl State {
+impl<T> State<T> {
     /// Decides one delivery and, if the decision runs the effect, runs it and records the key.
-    /// In a batch, `undo` collects what to restore if the batch fails.
+    /// Its staged writes join `staged`; in a batch, `undo` collects what to restore if the
+    /// batch fails.
     fn deliver_one(
         &mut self,
-        key: &str,
-        fingerprint: Fingerprint,
-        retention: Retention,
-        now: Millis,
+        req: Request<'_>,
+        staged: &mut Vec<Staged<T>>,
         undo: Option<&mut Undo>,
-        effect: impl FnOnce(&mut MemoryTx) -> Result<String, BoxError>,
+        effect: impl FnOnce(&mut MemoryTx<'_, T>) -> Result<Vec<u8>, BoxError>,
     ) -> Result<Outcome, InboxError> {
-        let State { keys, pies, .. } = self;
-        // One hash and one probe for the common fresh key; the key is copied up front, as
-        // `HashSet::insert(key.to_owned())` would.
-        let slot = keys.entry(key.to_owned());
-        let existing = match &slot {
+        let State { keys, data, .. } = self;
+        // One hash and one probe for the common fresh key.
+        let slot = keys.entry(req.key.to_owned());
+        let kept = match &slot {
             MapEntry::Occupied(o) => Some(o.get()),
             MapEntry::Vacant(_) => None,
         };
-        let created_at = match admit(
-            existing.map(|s| (&s.record, s.created_at)),
-            key,
-            fingerprint,
-            retention,
-            now,
-        )? {
-            Admission::Done(result) => return Ok(Outcome::Duplicate(result)),
-            Admission::Go { created_at, .. } => created_at,
+        let go = match req.admit_delivery(kept)? {
+            Ok(go) => go,
+            Err(answer) => return Ok(answer),
         };
+        let before = staged.len();
         let mut tx = MemoryTx {
-            now,
-            next_number: pies.len() as u64 + 1,
-            staged: Vec::new(),
+            now: req.now,
+            data,
+            staged,
         };
         let result = match effect(&mut tx) {
             Ok(result) => result,
-            // Same rule as SQLite, so one property test fits both stores: in a batch, an
-            // effect that wrote and then failed fails the whole batch.
-            Err(source) if undo.is_some() && !tx.staged.is_empty() => {
-                return Err(InboxError::BatchEffect {
-                    key: key.to_owned(),
-                    source,
-                })
-            }
             Err(source) => {
-                return Err(InboxError::Effect {
-                    key: key.to_owned(),
-                    source,
-                })
+                let wrote = staged.len() > before;
+                staged.truncate(before);
+                let key = req.key.to_owned();
+                // Same rule as SQLite, so one property test fits both stores: in a batch, an
+                // effect that wrote and then failed fails the whole batch.
+                return Err(if undo.is_some() && wrote {
+                    InboxError::BatchEffect { key, source }
+                } else {
+                    InboxError::Effect { key, source }
+                });
             }
         };
-        pies.append(&mut tx.staged);
-        let new = Slot {
-            record: Record::completed(fingerprint, result.clone(), now),
-            created_at,
-        };
+        let new = go.completed(result.clone());
         let old = match slot {
             MapEntry::Occupied(mut o) => Some(std::mem::replace(o.get_mut(), new)),
             MapEntry::Vacant(v) => {
@@ -179,50 +213,55 @@ impl State {
             }
         };
         if let Some(undo) = undo {
-            undo.push((key.to_owned(), old));
+            undo.push((req.key.to_owned(), old));
         }
         Ok(Outcome::Applied(result))
     }
+
+    fn commit(&mut self, staged: Vec<Staged<T>>) {
+        for write in staged {
+            write(&mut self.data);
+        }
+    }
 }
 
-/// Undoes a batch's changes unless it completed: on a batch-failing error and when an effect
-/// panics, so the batch is all-or-nothing like a SQLite transaction.
-struct Batch<'a> {
-    state: &'a mut State,
+/// Undoes a batch's keys unless it completed: on a batch-failing error and when an effect
+/// panics, so the batch is all-or-nothing like a SQLite transaction. (Its staged writes are
+/// simply never applied.)
+struct Batch<'a, T> {
+    state: &'a mut State<T>,
     undo: Undo,
-    pies_before: usize,
     committed: bool,
 }
 
-impl Drop for Batch<'_> {
+impl<T> Drop for Batch<'_, T> {
     fn drop(&mut self) {
         if self.committed {
             return;
         }
         for (key, old) in self.undo.drain(..).rev() {
             match old {
-                Some(slot) => {
-                    self.state.keys.insert(key, slot);
+                Some(kept) => {
+                    self.state.keys.insert(key, kept);
                 }
                 None => {
                     self.state.keys.remove(&key);
                 }
             }
         }
-        self.state.pies.truncate(self.pies_before);
     }
 }
 
-fn entry(key: &str, slot: &Slot) -> Entry {
+fn entry(key: &str, kept: &Kept) -> Entry {
     Entry {
         key: key.to_owned(),
-        record: slot.record.clone(),
-        created_at: slot.created_at,
+        record: kept.record.clone(),
+        created_at: kept.created_at,
     }
 }
 
-impl InboxStore for MemoryStore {
-    type Tx<'t> = MemoryTx;
+impl<T: Send + 'static> InboxStore for MemoryStore<T> {
+    type Tx<'t> = MemoryTx<'t, T>;
 
     fn try_clone(&self) -> Result<Self, InboxError> {
         Ok(self.clone())
@@ -238,13 +277,14 @@ impl InboxStore for MemoryStore {
 
     fn deliver<F>(&mut self, key: &str, payload: &[u8], effect: F) -> Result<Outcome, InboxError>
     where
-        F: FnOnce(&mut MemoryTx) -> Result<String, BoxError>,
+        F: FnOnce(&mut MemoryTx<'_, T>) -> Result<Vec<u8>, BoxError>,
     {
-        validate_key(key)?;
-        let fingerprint = Fingerprint::of(payload);
-        let now = self.clock.now();
-        self.lock()
-            .deliver_one(key, fingerprint, self.retention, now, None, effect)
+        let req = self.request(key, payload)?;
+        let mut state = self.lock();
+        let mut staged = Vec::new();
+        let outcome = state.deliver_one(req, &mut staged, None, effect)?;
+        state.commit(staged);
+        Ok(outcome)
     }
 
     fn deliver_batch<K, P, F>(
@@ -255,30 +295,25 @@ impl InboxStore for MemoryStore {
     where
         K: AsRef<str>,
         P: AsRef<[u8]>,
-        F: FnMut(&mut MemoryTx, &str, &[u8]) -> Result<String, BoxError>,
+        F: FnMut(&mut MemoryTx<'_, T>, &str, &[u8]) -> Result<Vec<u8>, BoxError>,
     {
         let now = self.clock.now();
         let mut state = self.lock();
-        let pies_before = state.pies.len();
+        let mut staged = Vec::new();
         let mut batch = Batch {
             state: &mut state,
             undo: Vec::new(),
-            pies_before,
             committed: false,
         };
         let mut out = Vec::with_capacity(items.len());
         for (key, payload) in items {
             let (key, payload) = (key.as_ref(), payload.as_ref());
-            let one = validate_key(key).map_err(InboxError::from).and_then(|()| {
-                let fingerprint = Fingerprint::of(payload);
-                batch.state.deliver_one(
-                    key,
-                    fingerprint,
-                    self.retention,
-                    now,
-                    Some(&mut batch.undo),
-                    |tx| effect(tx, key, payload),
-                )
+            let one = Request::new(key, payload, now, self.retention).and_then(|req| {
+                batch
+                    .state
+                    .deliver_one(req, &mut staged, Some(&mut batch.undo), |tx| {
+                        effect(tx, key, payload)
+                    })
             });
             match one {
                 Err(e @ InboxError::BatchEffect { .. }) => return Err(e),
@@ -286,55 +321,32 @@ impl InboxStore for MemoryStore {
             }
         }
         batch.committed = true;
+        batch.state.commit(staged);
         Ok(out)
     }
 
     fn claim(&mut self, key: &str, payload: &[u8], lease: Duration) -> Result<Claim, InboxError> {
-        validate_key(key)?;
-        let fingerprint = Fingerprint::of(payload);
-        let now = self.clock.now();
+        let req = self.request(key, payload)?;
         let mut state = self.lock();
-        let slot = state.keys.get(key);
-        let (took_over_from, created_at) = match admit(
-            slot.map(|s| (&s.record, s.created_at)),
-            key,
-            fingerprint,
-            self.retention,
-            now,
-        )? {
-            Admission::Done(result) => return Ok(Claim::Duplicate(result)),
-            Admission::Go {
-                created_at,
-                took_over_from,
-            } => (took_over_from, created_at),
+        let go = match req.admit_claim(state.keys.get(key))? {
+            Ok(go) => go,
+            Err(answer) => return Ok(answer),
         };
         state.last_token += 1;
-        let token = state.last_token;
-        let lease_until = now.saturating_add(lease_millis(lease));
-        state.keys.insert(
-            key.to_owned(),
-            Slot {
-                record: Record::claimed(fingerprint, token, lease_until),
-                created_at,
-            },
-        );
-        Ok(Claim::Acquired(Lease {
-            key: key.to_owned(),
-            token,
-            lease_until,
-            took_over_from,
-        }))
+        let (kept, lease) = go.claimed(key, state.last_token, lease);
+        state.keys.insert(key.to_owned(), kept);
+        Ok(Claim::Acquired(lease))
     }
 
-    fn complete(&mut self, lease: &Lease, result: &str) -> Result<(), InboxError> {
+    fn complete(&mut self, lease: &Lease, result: &[u8]) -> Result<(), InboxError> {
         let now = self.clock.now();
         let mut state = self.lock();
-        if let Some(e) = not_owner(lease, state.keys.get(&lease.key).map(|s| &s.record)) {
+        if let Some(e) = not_owner(lease, state.keys.get(&lease.key).map(|k| &k.record)) {
             return Err(e);
         }
-        let slot = state.keys.get_mut(&lease.key).expect("owner checked above");
-        slot.record.stage = Stage::Completed {
-            result: result.to_owned(),
+        let kept = state.keys.get_mut(&lease.key).expect("owner checked above");
+        kept.record.stage = Stage::Completed {
+            result: result.to_vec(),
             at: now,
         };
         Ok(())
@@ -342,7 +354,7 @@ impl InboxStore for MemoryStore {
 
     fn release(&mut self, lease: &Lease) -> Result<(), InboxError> {
         let mut state = self.lock();
-        if let Some(e) = not_owner(lease, state.keys.get(&lease.key).map(|s| &s.record)) {
+        if let Some(e) = not_owner(lease, state.keys.get(&lease.key).map(|k| &k.record)) {
             return Err(e);
         }
         state.keys.remove(&lease.key);
@@ -350,8 +362,8 @@ impl InboxStore for MemoryStore {
     }
 
     fn get(&self, key: &str) -> Result<Option<Entry>, InboxError> {
-        validate_key(key)?;
-        Ok(self.lock().keys.get(key).map(|slot| entry(key, slot)))
+        crate::dedup::validate_key(key)?;
+        Ok(self.lock().keys.get(key).map(|kept| entry(key, kept)))
     }
 
     fn entries(&self) -> Result<Vec<Entry>, InboxError> {
@@ -359,14 +371,10 @@ impl InboxStore for MemoryStore {
             .lock()
             .keys
             .iter()
-            .map(|(key, slot)| entry(key, slot))
+            .map(|(key, kept)| entry(key, kept))
             .collect();
         all.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(all)
-    }
-
-    fn pies(&self) -> Result<Vec<Pie>, InboxError> {
-        Ok(self.lock().pies.clone())
     }
 
     fn prune(&mut self) -> Result<usize, InboxError> {
@@ -376,7 +384,7 @@ impl InboxStore for MemoryStore {
         let cutoff = self.clock.now().saturating_sub(window);
         let mut state = self.lock();
         let before = state.keys.len();
-        state.keys.retain(|_, slot| match slot.record.stage {
+        state.keys.retain(|_, kept| match kept.record.stage {
             Stage::Completed { at, .. } => at >= cutoff,
             Stage::InProgress { lease_until, .. } => lease_until >= cutoff,
         });
@@ -389,13 +397,26 @@ mod tests {
     use super::super::{KeyError, ManualClock, NotOwnerReason};
     use super::*;
 
-    fn bake(key: &'static str) -> impl Fn(&mut MemoryTx) -> Result<String, BoxError> {
-        move |tx| Ok(format!("pie #{}", tx.record_pie(key, "apple")?))
+    /// The tests' effect: a pie in the store's own data, numbered from 1.
+    type Pies = Vec<String>;
+
+    fn record_pie(tx: &mut MemoryTx<'_, Pies>, key: &str) -> usize {
+        let key = key.to_owned();
+        tx.on_commit(move |pies| pies.push(key));
+        tx.data().len() + tx.staged()
     }
 
-    fn store() -> (MemoryStore, ManualClock) {
+    fn bake(key: &'static str) -> impl Fn(&mut MemoryTx<'_, Pies>) -> Result<Vec<u8>, BoxError> {
+        move |tx| Ok(format!("pie #{}", record_pie(tx, key)).into())
+    }
+
+    fn store() -> (MemoryStore<Pies>, ManualClock) {
         let clock = ManualClock::new(1_000);
-        (MemoryStore::with_clock(clock.clone()), clock)
+        (MemoryStore::with_data(Pies::new(), clock.clone()), clock)
+    }
+
+    fn pies(s: &MemoryStore<Pies>) -> Pies {
+        s.read(Clone::clone)
     }
 
     #[test]
@@ -414,7 +435,7 @@ mod tests {
             matches!(e, InboxError::Conflict { ref key, .. } if key == "o1"),
             "{e}"
         );
-        assert_eq!(s.pies().unwrap().len(), 1);
+        assert_eq!(pies(&s).len(), 1);
     }
 
     #[test]
@@ -436,14 +457,14 @@ mod tests {
         let (mut s, _) = store();
         let e = s
             .deliver("o1", b"apple", |tx| {
-                tx.record_pie("o1", "half-baked")?;
+                record_pie(tx, "o1");
                 Err("oven broke".into())
             })
             .unwrap_err();
         assert!(matches!(e, InboxError::Effect { .. }), "{e}");
-        assert!(s.pies().unwrap().is_empty() && s.entries().unwrap().is_empty());
+        assert!(pies(&s).is_empty() && s.entries().unwrap().is_empty());
         assert!(s.deliver("o1", b"apple", bake("o1")).unwrap().is_applied());
-        assert_eq!(s.pie_counts().unwrap()["o1"], 1);
+        assert_eq!(pies(&s).iter().filter(|k| *k == "o1").count(), 1);
     }
 
     #[test]
@@ -465,7 +486,7 @@ mod tests {
         };
         assert!(second.token > first.token);
         assert_eq!(second.took_over_from, Some(first.token));
-        let e = s.complete(&first, "late").unwrap_err();
+        let e = s.complete(&first, b"late").unwrap_err();
         assert!(matches!(
             e,
             InboxError::NotOwner { reason: NotOwnerReason::TakenOver { by }, .. } if by == second.token
@@ -474,9 +495,9 @@ mod tests {
             s.release(&first),
             Err(InboxError::NotOwner { .. })
         ));
-        s.complete(&second, "done").unwrap();
+        s.complete(&second, b"done").unwrap();
         assert!(matches!(
-            s.complete(&second, "again"),
+            s.complete(&second, b"again"),
             Err(InboxError::NotOwner {
                 reason: NotOwnerReason::Completed,
                 ..
@@ -508,7 +529,8 @@ mod tests {
     #[test]
     fn retention_forgets_and_prunes() {
         let clock = ManualClock::new(0);
-        let mut s = MemoryStore::with_clock(clock.clone()).with_retention(Retention::Window(50));
+        let mut s = MemoryStore::with_data(Pies::new(), clock.clone())
+            .with_retention(Retention::Window(50));
         assert!(s.deliver("o1", b"apple", bake("o1")).unwrap().is_applied());
         clock.set(50);
         assert!(!s.deliver("o1", b"apple", bake("o1")).unwrap().is_applied());
@@ -517,7 +539,7 @@ mod tests {
         assert_eq!(s.prune().unwrap(), 1);
         // After the window the redelivery is applied again: the documented caveat.
         assert!(s.deliver("o1", b"apple", bake("o1")).unwrap().is_applied());
-        assert_eq!(s.pie_counts().unwrap()["o1"], 2);
+        assert_eq!(pies(&s).iter().filter(|k| *k == "o1").count(), 2);
     }
 
     #[test]
@@ -535,7 +557,7 @@ mod tests {
                 if payload == b"boom" {
                     return Err("boom".into());
                 }
-                Ok(format!("pie #{}", tx.record_pie(key, "p")?))
+                Ok(format!("pie #{}", record_pie(tx, key)).into())
             })
             .unwrap();
         assert_eq!(out[0].as_ref().unwrap(), &Outcome::Applied("pie #1".into()));
@@ -546,7 +568,7 @@ mod tests {
         assert!(matches!(out[2], Err(InboxError::Conflict { .. })));
         assert!(matches!(out[3], Err(InboxError::InvalidKey(_))));
         assert!(matches!(out[4], Err(InboxError::Effect { .. })));
-        assert_eq!(s.pies().unwrap().len(), 1);
+        assert_eq!(pies(&s).len(), 1);
     }
 
     #[test]
@@ -555,7 +577,7 @@ mod tests {
         s.deliver("old", b"apple", bake("old")).unwrap();
         let e = s
             .deliver_batch(&[("a", "1"), ("old", "apple"), ("b", "2")], |tx, key, _| {
-                tx.record_pie(key, "p")?;
+                record_pie(tx, key);
                 if key == "b" {
                     return Err("burnt".into());
                 }
@@ -568,11 +590,11 @@ mod tests {
         );
         let keys: Vec<String> = s.entries().unwrap().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, ["old"]);
-        assert_eq!(s.pies().unwrap().len(), 1);
+        assert_eq!(pies(&s).len(), 1);
         let mut s2 = s.clone();
         let crash = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _ = s2.deliver_batch(&[("a", "1"), ("b", "2")], |tx, key, _| {
-                tx.record_pie(key, "p")?;
+                record_pie(tx, key);
                 if key == "b" {
                     panic!("power cut");
                 }
@@ -581,7 +603,7 @@ mod tests {
         }));
         assert!(crash.is_err());
         assert_eq!(s.entries().unwrap().len(), 1);
-        assert_eq!(s.pies().unwrap().len(), 1);
+        assert_eq!(pies(&s).len(), 1);
     }
 
     #[test]
@@ -599,6 +621,24 @@ mod tests {
             .filter(Outcome::is_applied)
             .count();
         assert_eq!(applied, 1);
-        assert_eq!(s.pie_counts().unwrap()["o1"], 1);
+        assert_eq!(pies(&s).iter().filter(|k| *k == "o1").count(), 1);
+    }
+
+    #[test]
+    fn a_claim_with_an_unbounded_lease_is_neither_pruned_nor_taken_over() {
+        let clock = ManualClock::new(1_000);
+        let mut s = MemoryStore::with_data(Pies::new(), clock.clone())
+            .with_retention(Retention::Window(50));
+        let Claim::Acquired(lease) = s.claim("o1", b"apple", Duration::MAX).unwrap() else {
+            panic!("fresh key must be acquired")
+        };
+        assert_eq!(lease.lease_until, crate::inbox::END_OF_TIME);
+        clock.advance(10_000_000);
+        assert_eq!(s.prune().unwrap(), 0);
+        assert!(matches!(
+            s.deliver("o1", b"apple", bake("o1")),
+            Err(InboxError::InProgress { .. })
+        ));
+        assert!(pies(&s).is_empty());
     }
 }

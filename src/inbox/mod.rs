@@ -23,8 +23,10 @@
 //! Choose a window longer than any redelivery delay your producers can have, or keep forever
 //! (about 80 bytes of disk per key in SQLite).
 //!
-//! Stores: [`SqliteInbox`] (one file, WAL, `synchronous=FULL` by default) and [`MemoryStore`]
-//! (for tests and the models). The CLI lives in [`cli`].
+//! Stores: `SqliteInbox` (cargo feature `sqlite`: one file, WAL, `synchronous=FULL` by
+//! default) and [`MemoryStore`] (for tests). Every store runs one delivery the same way: check
+//! the key, fingerprint the payload, read the clock, ask the decision core what to do, and
+//! persist the record it says to write (`step.rs`); the stores only load and store.
 //!
 //! A consumer whose effect is a write to its own table, in the delivery's transaction:
 //!
@@ -40,7 +42,7 @@
 //! for _ in 0..2 {
 //!     let outcome = inbox.deliver("order-42", b"margherita", |tx| {
 //!         tx.execute("INSERT INTO pizzas VALUES ('order-42', 'margherita')", [])?;
-//!         Ok("baked".to_string())
+//!         Ok(b"baked".to_vec())
 //!     })?;
 //!     println!("{outcome}"); // "applied: baked", then "duplicate: baked"
 //! }
@@ -50,18 +52,19 @@
 //! ```
 //!
 //! Group commit: one transaction (one fsync) for many deliveries, a result per item after the
-//! commit. [`EffectLog::record_pie`] is the effect the CLI and the property tests use.
+//! commit. The result is bytes: here the number of the row the effect wrote.
 //!
 //! ```
-//! use onepie::inbox::{EffectLog, InboxError, InboxStore, Outcome, SqliteInbox};
+//! use onepie::inbox::{InboxError, InboxStore, Outcome, SqliteInbox};
 //!
 //! # fn main() -> Result<(), InboxError> {
 //! # let dir = tempfile::tempdir().unwrap();
 //! let mut inbox = SqliteInbox::open(dir.path().join("inbox.db"))?;
+//! inbox.connection().execute_batch("CREATE TABLE pies (n INTEGER PRIMARY KEY, pie BLOB)").unwrap();
 //! let batch = [("order-1", "apple"), ("order-2", "plum"), ("order-1", "apple"), ("order-1", "cherry")];
-//! let results = inbox.deliver_batch(&batch, |tx, key, payload| {
-//!     let pie = tx.record_pie(key, std::str::from_utf8(payload)?)?;
-//!     Ok(format!("pie #{pie}"))
+//! let results = inbox.deliver_batch(&batch, |tx, _key, payload| {
+//!     tx.execute("INSERT INTO pies (pie) VALUES (?1)", [payload])?;
+//!     Ok(format!("pie #{}", tx.last_insert_rowid()).into())
 //! })?;
 //! assert_eq!(results[0].as_ref().unwrap(), &Outcome::Applied("pie #1".into()));
 //! assert_eq!(results[1].as_ref().unwrap(), &Outcome::Applied("pie #2".into()));
@@ -91,20 +94,22 @@
 //! # Ok(()) }
 //! ```
 
-pub mod cli;
 mod memory;
+#[cfg(feature = "sqlite")]
 mod sqlite;
+mod step;
 
 pub use crate::dedup::{
     Fingerprint, KeyError, Millis, Record, Retention, Stage, Token, MAX_KEY_LEN,
 };
 pub use memory::{MemoryStore, MemoryTx};
+#[cfg(feature = "sqlite")]
 pub use sqlite::{
     SqliteInbox, SqliteOptions, SqliteTx, Synchronous, APPLICATION_ID, SCHEMA_VERSION,
 };
 
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +118,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What an effect may fail with: any error, boxed. `?` converts into it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The latest time any store can hold (`i64::MAX` milliseconds: SQLite's and PostgreSQL's
+/// 64-bit integers are signed). Leases and clock readings beyond it are clamped to it, so a
+/// lease of [`Duration::MAX`] is "until the end of time", never a negative number.
+pub const END_OF_TIME: Millis = i64::MAX as Millis;
 
 /// The receiver's clock, in milliseconds. Injectable so tests can expire leases and retention
 /// windows without sleeping.
@@ -169,26 +179,32 @@ impl Clock for ManualClock {
     }
 }
 
-/// What a delivery did.
+/// What a delivery did. The result is the bytes the effect returned: whatever the caller needs
+/// to answer a redelivery (a receipt, a serialised response). `"text".into()` makes one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "outcome", content = "result", rename_all = "snake_case")]
 pub enum Outcome {
     /// The effect ran now (the key was new, expired, or taken over); its result is stored.
-    Applied(String),
+    Applied(Vec<u8>),
     /// The key was already completed with the same payload: nothing ran; the stored result.
-    Duplicate(String),
+    Duplicate(Vec<u8>),
 }
 
 impl Outcome {
     /// The effect's result, stored or fresh.
-    pub fn result(&self) -> &str {
+    pub fn result(&self) -> &[u8] {
         match self {
             Outcome::Applied(r) | Outcome::Duplicate(r) => r,
         }
     }
 
+    /// The result as text, with any bytes that are not UTF-8 replaced by `�`.
+    pub fn result_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.result())
+    }
+
     /// The effect's result, by value.
-    pub fn into_result(self) -> String {
+    pub fn into_result(self) -> Vec<u8> {
         match self {
             Outcome::Applied(r) | Outcome::Duplicate(r) => r,
         }
@@ -210,7 +226,7 @@ impl Outcome {
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.label(), self.result())
+        write!(f, "{}: {}", self.label(), self.result_text())
     }
 }
 
@@ -221,7 +237,7 @@ pub enum Claim {
     /// [`InboxStore::complete`] (or [`InboxStore::release`] if it did not happen).
     Acquired(Lease),
     /// The key was already completed with the same payload: do nothing; the stored result.
-    Duplicate(String),
+    Duplicate(Vec<u8>),
 }
 
 /// A claim on a key, held by a fencing token.
@@ -233,7 +249,8 @@ pub struct Lease {
     /// key too: a token check alone cannot refuse a newer owner's repeat of a done effect.
     /// Pass it to whatever the effect talks to, so that side can reject stale owners.
     pub token: Token,
-    /// The lease ends at this time; after it, another worker may take the key over.
+    /// The lease ends at this time (at most [`END_OF_TIME`]); after it, another worker may
+    /// take the key over.
     pub lease_until: Millis,
     /// Set when this claim took over an expired lease: that owner's effect may already have
     /// run, so the effect's target must be checked (by token) before acting again.
@@ -244,38 +261,20 @@ pub struct Lease {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Entry {
     pub key: String,
-    pub record: Record<String>,
+    pub record: Record<Vec<u8>>,
     /// When the key was first applied or claimed (in this retention life).
     pub created_at: Millis,
 }
 
-/// One effect recorded through [`EffectLog::record_pie`]: the evidence the property tests
-/// count, one pie per order.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-pub struct Pie {
-    /// Position in the store's pie log, from 1.
-    pub number: u64,
-    pub key: String,
-    pub pie: String,
-    pub at: Millis,
-}
-
-/// What every transactional effect can do, whatever the store: record a pie in the delivery's
-/// own transaction, so it commits (or not) together with the key.
-pub trait EffectLog {
-    /// Records one pie for `key`; returns its number in the store's pie log.
-    fn record_pie(&mut self, key: &str, pie: &str) -> Result<u64, InboxError>;
-}
-
-/// A store that deduplicates deliveries with [`crate::dedup::decide`]: SQLite today, in-memory for
-/// tests, PostgreSQL later. One value is one handle (one connection); use [`try_clone`] to get
-/// another handle on the same store for another thread.
+/// A store that deduplicates deliveries with [`crate::dedup::decide`]: SQLite, or in memory
+/// for tests. One value is one handle (one connection); use [`try_clone`] to get another
+/// handle on the same store for another thread.
 ///
 /// [`try_clone`]: InboxStore::try_clone
 pub trait InboxStore: Sized + Send {
     /// What a transactional effect receives. Everything written through it commits or rolls
     /// back together with the key.
-    type Tx<'t>: EffectLog;
+    type Tx<'t>;
 
     /// Another handle on the same store (a new connection to the same file, or a shared
     /// in-memory state), for another thread.
@@ -298,7 +297,7 @@ pub trait InboxStore: Sized + Send {
     /// so the delivery can simply be retried); plus the store's own faults.
     fn deliver<F>(&mut self, key: &str, payload: &[u8], effect: F) -> Result<Outcome, InboxError>
     where
-        F: FnOnce(&mut Self::Tx<'_>) -> Result<String, BoxError>;
+        F: FnOnce(&mut Self::Tx<'_>) -> Result<Vec<u8>, BoxError>;
 
     /// Group commit: delivers every `(key, payload)` in **one** transaction and returns a
     /// result per item, in order, only after that transaction committed.
@@ -319,10 +318,11 @@ pub trait InboxStore: Sized + Send {
     where
         K: AsRef<str>,
         P: AsRef<[u8]>,
-        F: FnMut(&mut Self::Tx<'_>, &str, &[u8]) -> Result<String, BoxError>;
+        F: FnMut(&mut Self::Tx<'_>, &str, &[u8]) -> Result<Vec<u8>, BoxError>;
 
-    /// Claims `key` for an effect outside the store, for `lease` from now. An expired claim is
-    /// taken over with a new, higher token (compare-and-swap on the old token).
+    /// Claims `key` for an effect outside the store, for `lease` from now (any length: a lease
+    /// past [`END_OF_TIME`] ends there). An expired claim is taken over with a new, higher
+    /// token (compare-and-swap on the old token).
     ///
     /// Errors: [`InboxError::InvalidKey`], [`InboxError::Conflict`], [`InboxError::InProgress`].
     fn claim(&mut self, key: &str, payload: &[u8], lease: Duration) -> Result<Claim, InboxError>;
@@ -330,7 +330,7 @@ pub trait InboxStore: Sized + Send {
     /// Records `result` for a claimed key. Succeeds while `lease.token` still owns the key,
     /// even after its lease ended if no one took it over; otherwise [`InboxError::NotOwner`]
     /// and nothing is recorded.
-    fn complete(&mut self, lease: &Lease, result: &str) -> Result<(), InboxError>;
+    fn complete(&mut self, lease: &Lease, result: &[u8]) -> Result<(), InboxError>;
 
     /// Gives the key up (the effect did not happen), so the next delivery applies it.
     /// Rejected with [`InboxError::NotOwner`] unless `lease.token` still owns the key.
@@ -342,22 +342,10 @@ pub trait InboxStore: Sized + Send {
     /// Every remembered key once, ordered by key.
     fn entries(&self) -> Result<Vec<Entry>, InboxError>;
 
-    /// Every pie recorded through [`EffectLog::record_pie`], in order.
-    fn pies(&self) -> Result<Vec<Pie>, InboxError>;
-
-    /// How many pies each key has (the property tests feed this to
-    /// [`crate::ledger::Ledger::record_effects`]).
-    fn pie_counts(&self) -> Result<BTreeMap<String, u32>, InboxError> {
-        let mut counts = BTreeMap::new();
-        for pie in self.pies()? {
-            *counts.entry(pie.key).or_insert(0) += 1;
-        }
-        Ok(counts)
-    }
-
     /// Deletes keys completed longer ago than the retention window, and claims whose lease
     /// ended longer ago than it; returns how many. Does nothing under [`Retention::Forever`].
-    /// Expired keys are already treated as new before they are pruned.
+    /// Expired keys are already treated as new before they are pruned; a live claim is never
+    /// pruned.
     fn prune(&mut self) -> Result<usize, InboxError>;
 }
 
@@ -429,7 +417,7 @@ pub enum InboxError {
         reason: NotOwnerReason,
     },
 
-    #[error("{} does not exist; `onepie inbox deliver` creates an inbox", path.display())]
+    #[error("{} does not exist, and this handle may not create an inbox", path.display())]
     Missing { path: PathBuf },
 
     #[error("{} is not an onepie inbox ({why}); it was left untouched: pass an inbox file or a new path", path.display())]
@@ -442,11 +430,14 @@ pub enum InboxError {
         supported: i64,
     },
 
-    #[error("{} stayed locked by another connection or process for {waited:?}; nothing was recorded: retry, or raise the busy timeout", path.display())]
+    #[error("{} stayed locked by other writers for {waited:?}; nothing was recorded: retry, or raise the busy timeout", path.display())]
     Locked { path: PathBuf, waited: Duration },
 
     #[error("{} is read-only, so nothing was recorded: check the permissions of the file and its directory (SQLite also writes -wal and -shm files next to it)", path.display())]
     ReadOnly { path: PathBuf },
+
+    #[error("cannot read {}: {why}", path.display())]
+    Unreadable { path: PathBuf, why: String },
 
     #[error("the disk holding {} is full, so nothing was recorded: free some space and retry", path.display())]
     DiskFull { path: PathBuf },
@@ -455,7 +446,7 @@ pub enum InboxError {
     Open {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
+        source: BoxError,
     },
 
     #[error("{} is damaged ({detail}): restore it from a backup or move it aside", path.display())]
@@ -465,87 +456,8 @@ pub enum InboxError {
     Storage {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
+        source: BoxError,
     },
-
-    #[error("cannot write the output: {0}")]
-    Output(#[source] std::io::Error),
-}
-
-/// The error for a lease holder whose token does not own the key's current `record`, or `None`
-/// when it does.
-fn not_owner(lease: &Lease, record: Option<&Record<String>>) -> Option<InboxError> {
-    let reason = match record.map(|r| &r.stage) {
-        Some(Stage::InProgress { owner, .. }) if *owner == lease.token => return None,
-        Some(Stage::InProgress { owner, .. }) => NotOwnerReason::TakenOver { by: *owner },
-        Some(Stage::Completed { .. }) => NotOwnerReason::Completed,
-        None => NotOwnerReason::NotClaimed,
-    };
-    Some(InboxError::NotOwner {
-        key: lease.key.clone(),
-        token: lease.token,
-        reason,
-    })
-}
-
-/// What a store does with the decision core's answer before any effect runs.
-pub(crate) enum Admission {
-    /// Already done with the same payload: answer with the stored result, run nothing.
-    Done(String),
-    /// Run the effect (or grant the claim). The key's history began at `created_at`;
-    /// `took_over_from` is the stale owner when this takes an expired lease over.
-    Go {
-        created_at: Millis,
-        took_over_from: Option<Token>,
-    },
-}
-
-/// Runs [`crate::dedup::decide`] for `key` and turns its answer into what every store does
-/// next: answer now, refuse with an error, or go ahead. `existing` is the key's record and
-/// when its history began. One mapping, shared by every store and both paths.
-#[inline]
-pub(crate) fn admit(
-    existing: Option<(&Record<String>, Millis)>,
-    key: &str,
-    fingerprint: Fingerprint,
-    retention: Retention,
-    now: Millis,
-) -> Result<Admission, InboxError> {
-    use crate::dedup::{decide, Decision};
-    match decide(existing.map(|(r, _)| r), &fingerprint, retention, now) {
-        Decision::Duplicate { result } => Ok(Admission::Done(result.clone())),
-        Decision::Conflict { stored } => Err(InboxError::Conflict {
-            key: key.to_owned(),
-            stored,
-            incoming: fingerprint,
-        }),
-        Decision::InProgress { owner, lease_until } => {
-            Err(in_progress(key, owner, lease_until, now))
-        }
-        // A takeover keeps the key's history; a new or forgotten key starts a new one.
-        Decision::TakeOver { stale_owner } => Ok(Admission::Go {
-            created_at: existing.map_or(now, |(_, created_at)| created_at),
-            took_over_from: Some(stale_owner),
-        }),
-        Decision::Apply | Decision::Expired => Ok(Admission::Go {
-            created_at: now,
-            took_over_from: None,
-        }),
-    }
-}
-
-fn in_progress(key: &str, owner: Token, lease_until: Millis, now: Millis) -> InboxError {
-    InboxError::InProgress {
-        key: key.to_owned(),
-        owner,
-        lease_until,
-        retry_after: Duration::from_millis(lease_until.saturating_sub(now)),
-    }
-}
-
-/// A lease length in clock milliseconds (saturating: a lease of centuries is "forever").
-fn lease_millis(lease: Duration) -> Millis {
-    lease.as_millis().try_into().unwrap_or(Millis::MAX)
 }
 
 impl InboxError {
@@ -555,16 +467,6 @@ impl InboxError {
             self,
             InboxError::InProgress { .. } | InboxError::Locked { .. } | InboxError::Effect { .. }
         )
-    }
-
-    /// A process exit code: 75 (`EX_TEMPFAIL`) for [`is_retryable`](Self::is_retryable)
-    /// errors, 1 for the rest.
-    pub fn exit_code(&self) -> u8 {
-        if self.is_retryable() {
-            75
-        } else {
-            1
-        }
     }
 }
 
@@ -579,8 +481,10 @@ mod tests {
         assert!(a.is_applied() && !d.is_applied());
         assert_eq!((a.label(), d.label()), ("applied", "duplicate"));
         assert_eq!(a.to_string(), "applied: pie #1");
-        assert_eq!(d.result(), "pie #1");
-        assert_eq!(d.into_result(), "pie #1");
+        assert_eq!(d.result(), b"pie #1");
+        assert_eq!(d.into_result(), b"pie #1");
+        let binary = Outcome::Applied(vec![b'o', b'k', 0xff]);
+        assert_eq!(binary.to_string(), "applied: ok\u{fffd}");
     }
 
     #[test]
@@ -619,7 +523,7 @@ mod tests {
         for e in &errors {
             assert!(!e.to_string().contains('\n'), "{e}");
         }
-        let codes: Vec<u8> = errors.iter().map(InboxError::exit_code).collect();
-        assert_eq!(codes, [1, 75, 75, 1, 1]);
+        let retryable: Vec<bool> = errors.iter().map(InboxError::is_retryable).collect();
+        assert_eq!(retryable, [false, true, true, false, false]);
     }
 }

@@ -1,8 +1,9 @@
 //! Deliberately broken receivers, built only for tests: each is one of the broken designs the
 //! models show violated, and the harness must catch each one.
 
-use onepie::harness::{Fault, Receiver};
-use onepie::inbox::{Claim, InboxError, Lease, ManualClock, MemoryStore, Outcome, Retention};
+use onepie::inbox::{Claim, InboxError, Lease, ManualClock, Outcome, Retention};
+use onepie::testkit::harness::{Fault, Receiver};
+use onepie::testkit::PieStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
@@ -55,11 +56,11 @@ pub struct CheckThenAct {
 impl CheckThenAct {
     fn act(&self, key: &str, seen_before: bool) -> Result<Outcome, InboxError> {
         if seen_before {
-            return Ok(Outcome::Duplicate(key.to_string()));
+            return Ok(Outcome::Duplicate(key.into()));
         }
         self.pies.bake(key);
         self.seen.lock().unwrap().insert(key.to_string());
-        Ok(Outcome::Applied(key.to_string()))
+        Ok(Outcome::Applied(key.into()))
     }
 }
 
@@ -116,10 +117,10 @@ impl Receiver for Forgetful {
             return Err(unsupported());
         }
         if !self.seen.insert(key.to_string()) {
-            return Ok(Outcome::Duplicate(key.to_string()));
+            return Ok(Outcome::Duplicate(key.into()));
         }
         self.pies.bake(key);
-        Ok(Outcome::Applied(key.to_string()))
+        Ok(Outcome::Applied(key.into()))
     }
     fn deliver_concurrently(
         &mut self,
@@ -152,13 +153,13 @@ pub struct RecordAfterEffect {
 impl Receiver for RecordAfterEffect {
     fn deliver(&mut self, key: &str, _: &str, fault: Fault) -> Result<Outcome, InboxError> {
         if self.seen.contains(key) {
-            return Ok(Outcome::Duplicate(key.to_string()));
+            return Ok(Outcome::Duplicate(key.into()));
         }
         self.pies.bake(key);
         match fault {
             Fault::None => {
                 self.seen.insert(key.to_string());
-                Ok(Outcome::Applied(key.to_string()))
+                Ok(Outcome::Applied(key.into()))
             }
             // Died between the effect and the record: the restart finds no record.
             Fault::CrashInEffect | Fault::EffectFails => Err(unsupported()),
@@ -185,8 +186,9 @@ impl Receiver for RecordAfterEffect {
 
 /// The real in-memory store, configured with a retention window shorter than the delay a
 /// redelivery can have.
-pub fn short_window() -> onepie::harness::StoreReceiver<MemoryStore> {
+pub fn short_window() -> onepie::testkit::harness::StoreReceiver<PieStore> {
     let clock = ManualClock::new(1_000);
-    let store = MemoryStore::with_clock(clock.clone()).with_retention(Retention::Window(50));
-    onepie::harness::StoreReceiver::new(clock, move || Ok(store.clone())).unwrap()
+    let store =
+        PieStore::with_data(Vec::new(), clock.clone()).with_retention(Retention::Window(50));
+    onepie::testkit::harness::StoreReceiver::new(clock, move || Ok(store.clone())).unwrap()
 }

@@ -1,4 +1,10 @@
 //! The `onepie` command line. `main.rs` only calls [`main`].
+//!
+//! Everything here prints through a writer and returns [`CliError`]; [`main`] turns that into
+//! one line on stderr and an exit code. Output into a closed pipe (`onepie list | head -3`)
+//! ends the command quietly, as `ls` and `rg` do.
+
+pub mod inbox;
 
 use crate::models::check::{self, PropertyReport, Strategy, Visited};
 use crate::models::{self, CheckError, CheckOptions, CheckReport, Design, Params};
@@ -55,7 +61,7 @@ enum Command {
     },
     /// Use the deduplicating inbox from the shell.
     #[command(subcommand)]
-    Inbox(crate::inbox::cli::InboxCommand),
+    Inbox(inbox::InboxCommand),
 }
 
 /// How the search engine runs.
@@ -246,22 +252,25 @@ pub fn main() -> ExitCode {
             .options()
             .map_err(CliError::from)
             .and_then(|opts| check(design.as_deref(), sizes, json, opts)),
-        Some(Command::List) => {
-            list();
-            Ok(())
-        }
+        Some(Command::List) => list(&mut std::io::stdout().lock()).map_err(CliError::from),
         Some(Command::Explore {
             design,
             sizes,
             addr,
         }) => explore(&design, sizes, &addr),
         Some(Command::Proofs { write }) => crate::models::proofs::write(&write)
-            .map(|files| println!("wrote {} files in {}", files.len(), write.display()))
-            .map_err(CliError::from),
-        Some(Command::Inbox(cmd)) => crate::inbox::cli::run(cmd).map_err(CliError::from),
+            .map_err(CliError::from)
+            .and_then(|files| {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "wrote {} files in {}", files.len(), write.display())
+                    .map_err(CliError::from)
+            }),
+        Some(Command::Inbox(cmd)) => inbox::run_to(cmd, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): nothing more to say, and nothing went wrong.
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("onepie: {e}");
             ExitCode::from(e.exit_code())
@@ -315,15 +324,22 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Proofs(#[from] crate::models::proofs::ProofsError),
-    #[error(transparent)]
+    #[error("{}", inbox::explain(.0))]
     Inbox(#[from] crate::inbox::InboxError),
+    #[error("cannot read {}: {source}", path.display())]
+    Input {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
-    /// 75 (EX_TEMPFAIL) for inbox errors worth retrying, 1 otherwise.
+    /// 75 (`EX_TEMPFAIL`) for inbox errors worth retrying, 1 otherwise (2, bad usage, is
+    /// decided before any command runs).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Inbox(e) => e.exit_code(),
+            CliError::Inbox(e) if e.is_retryable() => 75,
             _ => 1,
         }
     }
@@ -453,9 +469,9 @@ fn label(p: &PropertyReport) -> String {
     }
 }
 
-fn list() {
+fn list(out: &mut impl Write) -> std::io::Result<()> {
     for d in models::designs() {
-        println!("{:<24} {}", d.name, d.summary);
+        writeln!(out, "{:<24} {}", d.name, d.summary)?;
         let violated: Vec<&str> = d
             .expected
             .iter()
@@ -467,8 +483,9 @@ fn list() {
         } else {
             format!("violated: {}; the rest hold", violated.join("; "))
         };
-        println!("{:<24} expected {expected} (at {})", "", d.defaults);
+        writeln!(out, "{:<24} expected {expected} (at {})", "", d.defaults)?;
     }
+    Ok(())
 }
 
 fn explore(design: &str, sizes: Sizes, addr: &str) -> Result<(), CliError> {
@@ -487,22 +504,25 @@ fn explore(design: &str, sizes: Sizes, addr: &str) -> Result<(), CliError> {
             reason: e.to_string(),
         })?,
     );
-    println!("{}: {}", d.name, d.summary);
-    println!("Sizes: {params}");
-    println!("Open http://{addr}/ in a browser (Ctrl-C to stop).");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: {}", d.name, d.summary)?;
+    writeln!(out, "Sizes: {params}")?;
+    writeln!(out, "Open http://{addr}/ in a browser (Ctrl-C to stop).")?;
     // The explorer cannot jump to a counterexample by itself, so find them and print links.
     let report = d.check(&params, &CheckOptions::default())?;
     for p in &report.properties {
         if let Some(cx) = &p.counterexample {
-            println!(
+            writeln!(
+                out,
                 "Shortest counterexample to \"{}\" ({} steps): http://{addr}/#/steps/{}",
                 p.property,
                 cx.steps.len(),
                 cx.explorer_path
-            );
+            )?;
         }
     }
-    let _ = std::io::stdout().flush();
+    out.flush()?;
+    drop(out);
     d.explore(&params, addr);
     Ok(())
 }

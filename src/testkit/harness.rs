@@ -8,13 +8,12 @@
 //! is redelivered until acknowledged — at-least-once delivery, as the queue would do. The
 //! ledger (orders placed, pies per order) must then be exactly one pie per order.
 //!
-//! Effects on the transactional path are the store's own pie log ([`EffectLog::record_pie`]).
+//! Effects on the transactional path are a pie log in the delivery's transaction ([`PieLog`]).
 //! Effects on the lease path go to a [`FencedHouse`] outside the store, which refuses a token
 //! lower than one it has seen — the fencing check the lease path needs.
 
-use crate::inbox::{
-    BoxError, Claim, EffectLog, InboxError, InboxStore, Lease, ManualClock, Outcome,
-};
+use super::PieLog;
+use crate::inbox::{BoxError, Claim, InboxError, Lease, ManualClock, Outcome};
 use crate::ledger::{Ledger, Tally};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -114,15 +113,15 @@ pub trait Receiver {
 }
 
 /// The effect every harness delivery runs: record the pie in the delivery's transaction.
-fn bake<T: EffectLog>(
-    tx: &mut T,
+fn bake<S: PieLog>(
+    tx: &mut S::Tx<'_>,
     key: &str,
     payload: &str,
     fault: Fault,
-) -> Result<String, BoxError> {
-    tx.record_pie(key, payload)?;
+) -> Result<Vec<u8>, BoxError> {
+    S::record_pie(tx, key, payload.as_bytes())?;
     match fault {
-        Fault::None => Ok(payload.to_string()),
+        Fault::None => Ok(payload.as_bytes().to_vec()),
         Fault::EffectFails => Err("the oven broke".into()),
         // A process that dies before COMMIT leaves what an error leaves: a rolled-back
         // transaction. The restart happens in `StoreReceiver::deliver`.
@@ -134,13 +133,13 @@ fn bake<T: EffectLog>(
 type Opener<S> = Box<dyn FnMut() -> Result<S, InboxError>>;
 
 /// A real [`InboxStore`] as a [`Receiver`], with a manual clock and a way to reopen it.
-pub struct StoreReceiver<S: InboxStore> {
+pub struct StoreReceiver<S: PieLog> {
     store: Option<S>,
     reopen: Opener<S>,
     clock: ManualClock,
 }
 
-impl<S: InboxStore + 'static> StoreReceiver<S> {
+impl<S: PieLog + 'static> StoreReceiver<S> {
     /// `open` opens the store — and opens it again after a crash — reading time from `clock`.
     /// A durable store reopens what it had; an in-memory reference store returns a handle on
     /// the same state (it stands for a store that survives the crash).
@@ -161,11 +160,11 @@ impl<S: InboxStore + 'static> StoreReceiver<S> {
     }
 }
 
-impl<S: InboxStore + 'static> Receiver for StoreReceiver<S> {
+impl<S: PieLog + 'static> Receiver for StoreReceiver<S> {
     fn deliver(&mut self, key: &str, payload: &str, fault: Fault) -> Result<Outcome, InboxError> {
-        let result = self
-            .store()
-            .deliver(key, payload.as_bytes(), |tx| bake(tx, key, payload, fault));
+        let result = self.store().deliver(key, payload.as_bytes(), |tx| {
+            bake::<S>(tx, key, payload, fault)
+        });
         if fault == Fault::CrashInEffect {
             self.crash_and_reopen()?;
         }
@@ -190,7 +189,7 @@ impl<S: InboxStore + 'static> Receiver for StoreReceiver<S> {
                         let mut store = handle?;
                         barrier.wait();
                         store.deliver(key, payload.as_bytes(), |tx| {
-                            bake(tx, key, payload, Fault::None)
+                            bake::<S>(tx, key, payload, Fault::None)
                         })
                     })
                 })
@@ -217,7 +216,7 @@ impl<S: InboxStore + 'static> Receiver for StoreReceiver<S> {
     }
 
     fn complete(&mut self, lease: &Lease, result: &str) -> Result<(), InboxError> {
-        self.store().complete(lease, result)
+        self.store().complete(lease, result.as_bytes())
     }
 
     fn release(&mut self, lease: &Lease) -> Result<(), InboxError> {
@@ -294,8 +293,8 @@ pub enum Seen {
 
 fn seen(r: &Result<Outcome, InboxError>) -> Seen {
     match r {
-        Ok(Outcome::Applied(s)) => Seen::Applied(s.clone()),
-        Ok(Outcome::Duplicate(s)) => Seen::Duplicate(s.clone()),
+        Ok(o @ Outcome::Applied(_)) => Seen::Applied(o.result_text().into_owned()),
+        Ok(o @ Outcome::Duplicate(_)) => Seen::Duplicate(o.result_text().into_owned()),
         Err(e) => Seen::Error(error_kind(e)),
     }
 }
@@ -421,7 +420,9 @@ pub fn run_with_house(
                             leases.push((lease, false));
                             Seen::Acquired { took_over }
                         }
-                        Ok(Claim::Duplicate(s)) => Seen::Duplicate(s),
+                        Ok(Claim::Duplicate(s)) => {
+                            Seen::Duplicate(String::from_utf8_lossy(&s).into_owned())
+                        }
                         Err(e) => Seen::Error(error_kind(&e)),
                     },
                 ]

@@ -1,14 +1,15 @@
 //! `onepie inbox ...`: deliver an order to an inbox file and show what it remembers.
 //!
 //! ```
-//! use onepie::inbox::cli::{run_to, InboxCommand};
+//! use onepie::cli::inbox::{run_to, InboxCommand};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = dir.path().join("pies.db");
 //! let deliver = || InboxCommand::Deliver {
 //!     store: store.clone(),
 //!     key: "order-1".into(),
-//!     payload: "apple".into(),
+//!     payload: Some("apple".into()),
+//!     payload_file: None,
 //! };
 //! let mut out = Vec::new();
 //! run_to(deliver(), &mut out).unwrap();
@@ -16,17 +17,20 @@
 //! assert_eq!(String::from_utf8(out).unwrap(), "applied: pie #1\nduplicate: pie #1\n");
 //! ```
 
-use super::EffectLog;
-use super::{Entry, InboxError, InboxStore, SqliteInbox, SqliteOptions};
+use super::CliError;
 use crate::dedup::{Millis, Stage};
+use crate::inbox::{Entry, InboxError, InboxStore, SqliteInbox, SqliteOptions};
+use crate::testkit::PieLog;
 use serde::Serialize;
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 /// The `onepie inbox` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum InboxCommand {
-    /// Deliver one order: bake its pie (record PAYLOAD in the inbox file) exactly once per KEY.
+    /// Deliver one order: bake its pie (record PAYLOAD in the file's `pies` table) exactly once
+    /// per KEY.
     ///
     /// Creates the file if absent. Prints `applied: <result>` or `duplicate: <result>` (the
     /// stored result, nothing re-run). A reused KEY with a different PAYLOAD is refused.
@@ -34,14 +38,20 @@ pub enum InboxCommand {
         /// The inbox file (SQLite).
         #[arg(long, value_name = "FILE")]
         store: PathBuf,
-        /// The idempotency key: the order's unique ID (1 to 255 bytes).
+        /// The idempotency key: the order's unique ID (1 to 255 bytes of UTF-8).
         key: String,
-        /// The order: the pie to record.
-        payload: String,
+        /// The order: the pie to record, any bytes.
+        #[arg(required_unless_present = "payload_file")]
+        payload: Option<OsString>,
+        /// Read the payload from FILE instead, byte for byte (`-` for standard input): for
+        /// payloads too large or too binary for an argument.
+        #[arg(long, value_name = "FILE", conflicts_with = "payload")]
+        payload_file: Option<PathBuf>,
     },
     /// List every remembered key once, with its state, result and times.
     Show {
-        /// The inbox file (SQLite); it must exist.
+        /// The inbox file (SQLite); it must exist. Only read: a file no one is writing is
+        /// left exactly as it was, with nothing created beside it.
         #[arg(long, value_name = "FILE")]
         store: PathBuf,
         /// Print a JSON array instead of a table.
@@ -50,37 +60,74 @@ pub enum InboxCommand {
     },
 }
 
-/// Runs `cmd`, printing to stdout.
-pub fn run(cmd: InboxCommand) -> Result<(), InboxError> {
-    run_to(cmd, &mut io::stdout().lock())
+/// The inbox's error as the command line says it: how to make a missing inbox.
+pub(super) fn explain(e: &InboxError) -> String {
+    match e {
+        InboxError::Missing { path } => format!(
+            "{} does not exist; `onepie inbox deliver --store {}` creates an inbox",
+            path.display(),
+            path.display()
+        ),
+        e => e.to_string(),
+    }
+}
+
+/// The payload of `deliver`: the argument's bytes, or a file's, or standard input's.
+fn payload_bytes(payload: Option<OsString>, file: Option<&Path>) -> Result<Vec<u8>, CliError> {
+    use std::os::unix::ffi::OsStringExt;
+    match (payload, file) {
+        (Some(arg), _) => Ok(arg.into_vec()),
+        (None, Some(path)) if path == Path::new("-") => {
+            let mut bytes = Vec::new();
+            io::stdin()
+                .lock()
+                .read_to_end(&mut bytes)
+                .map_err(|source| CliError::Input {
+                    path: "standard input".into(),
+                    source,
+                })?;
+            Ok(bytes)
+        }
+        (None, Some(path)) => std::fs::read(path).map_err(|source| CliError::Input {
+            path: path.to_path_buf(),
+            source,
+        }),
+        // clap requires one of the two.
+        (None, None) => Ok(Vec::new()),
+    }
 }
 
 /// Runs `cmd`, printing to `out`.
-pub fn run_to(cmd: InboxCommand, out: &mut impl Write) -> Result<(), InboxError> {
+pub fn run_to(cmd: InboxCommand, out: &mut impl Write) -> Result<(), CliError> {
     match cmd {
         InboxCommand::Deliver {
             store,
             key,
             payload,
+            payload_file,
         } => {
+            let payload = payload_bytes(payload, payload_file.as_deref())?;
             let mut inbox = SqliteInbox::open(&store)?;
             // The effect: record the pie in the same transaction as the key; the pie's number
             // is the receipt stored as the result.
-            let outcome = inbox.deliver(&key, payload.as_bytes(), |tx| {
-                Ok(format!("pie #{}", tx.record_pie(&key, &payload)?))
+            let outcome = inbox.deliver(&key, &payload, |tx| {
+                let pie = SqliteInbox::record_pie(tx, &key, &payload)?;
+                Ok(format!("pie #{pie}").into())
             })?;
-            writeln!(out, "{outcome}").map_err(InboxError::Output)
+            writeln!(out, "{outcome}")?;
+            Ok(())
         }
         InboxCommand::Show { store, json } => {
             let inbox = SqliteInbox::open_with(&store, SqliteOptions::default().read_only())?;
             let entries = inbox.entries()?;
             if json {
                 let rows: Vec<JsonEntry<'_>> = entries.iter().map(JsonEntry::from).collect();
-                let text = serde_json::to_string_pretty(&rows).expect("entries serialize");
-                writeln!(out, "{text}").map_err(InboxError::Output)
+                serde_json::to_writer_pretty(&mut *out, &rows).map_err(io::Error::from)?;
+                writeln!(out)?;
             } else {
-                write_table(&entries, out).map_err(InboxError::Output)
+                write_table(&entries, out)?;
             }
+            Ok(())
         }
     }
 }
@@ -90,7 +137,11 @@ pub fn run_to(cmd: InboxCommand, out: &mut impl Write) -> Result<(), InboxError>
 struct JsonEntry<'a> {
     key: &'a str,
     state: &'static str,
+    /// The result as text, when it is UTF-8.
     result: Option<&'a str>,
+    /// The result in hex, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_hex: Option<String>,
     fingerprint: String,
     created_at: Millis,
     completed_at: Option<Millis>,
@@ -101,17 +152,21 @@ struct JsonEntry<'a> {
 impl<'a> From<&'a Entry> for JsonEntry<'a> {
     fn from(e: &'a Entry) -> Self {
         let (state, result, completed_at, owner, lease_until) = match &e.record.stage {
-            Stage::Completed { result, at } => {
-                ("completed", Some(result.as_str()), Some(*at), None, None)
-            }
+            Stage::Completed { result, at } => ("completed", Some(result), Some(*at), None, None),
             Stage::InProgress { owner, lease_until } => {
                 ("in_progress", None, None, Some(*owner), Some(*lease_until))
             }
         };
+        let text = result.and_then(|r| std::str::from_utf8(r).ok());
+        let result_hex = match (result, text) {
+            (Some(r), None) => Some(r.iter().map(|b| format!("{b:02x}")).collect()),
+            _ => None,
+        };
         JsonEntry {
             key: &e.key,
             state,
-            result,
+            result: text,
+            result_hex,
             fingerprint: e.record.fingerprint.to_hex(),
             created_at: e.created_at,
             completed_at,
@@ -129,7 +184,7 @@ fn write_table(entries: &[Entry], out: &mut impl Write) -> io::Result<()> {
             let (state, result, last) = match &e.record.stage {
                 Stage::Completed { result, at } => (
                     "completed".to_string(),
-                    result.escape_debug().to_string(),
+                    String::from_utf8_lossy(result).escape_debug().to_string(),
                     utc(*at),
                 ),
                 Stage::InProgress { owner, lease_until } => (
@@ -193,20 +248,21 @@ mod tests {
     use super::*;
     use crate::dedup::KeyError;
 
-    fn deliver(store: &std::path::Path, key: &str, payload: &str) -> Result<String, InboxError> {
+    fn deliver(store: &std::path::Path, key: &str, payload: &str) -> Result<String, CliError> {
         let mut out = Vec::new();
         run_to(
             InboxCommand::Deliver {
                 store: store.to_path_buf(),
                 key: key.into(),
-                payload: payload.into(),
+                payload: Some(payload.into()),
+                payload_file: None,
             },
             &mut out,
         )?;
         Ok(String::from_utf8(out).unwrap())
     }
 
-    fn show(store: &std::path::Path, json: bool) -> Result<String, InboxError> {
+    fn show(store: &std::path::Path, json: bool) -> Result<String, CliError> {
         let mut out = Vec::new();
         run_to(
             InboxCommand::Show {
@@ -235,13 +291,19 @@ mod tests {
             "duplicate: pie #1\n"
         );
         let e = deliver(&store, "order-1", "cherry").unwrap_err();
-        assert!(matches!(e, InboxError::Conflict { .. }), "{e}");
+        assert!(
+            matches!(e, CliError::Inbox(InboxError::Conflict { .. })),
+            "{e}"
+        );
         let e = deliver(&store, "", "apple").unwrap_err();
-        assert!(matches!(e, InboxError::InvalidKey(KeyError::Empty)));
+        assert!(matches!(
+            e,
+            CliError::Inbox(InboxError::InvalidKey(KeyError::Empty))
+        ));
         let e = deliver(&store, &"k".repeat(300), "apple").unwrap_err();
         assert!(matches!(
             e,
-            InboxError::InvalidKey(KeyError::TooLong { len: 300 })
+            CliError::Inbox(InboxError::InvalidKey(KeyError::TooLong { len: 300 }))
         ));
         let inbox = SqliteInbox::open(&store).unwrap();
         assert_eq!(inbox.pies().unwrap().len(), 2);
@@ -282,7 +344,7 @@ mod tests {
         let missing = dir.path().join("nope.db");
         assert!(matches!(
             show(&missing, false),
-            Err(InboxError::Missing { .. })
+            Err(CliError::Inbox(InboxError::Missing { .. }))
         ));
         assert!(!missing.exists(), "show must not create the file");
         let text = dir.path().join("notes.txt");
@@ -293,11 +355,11 @@ mod tests {
         .unwrap();
         assert!(matches!(
             show(&text, false),
-            Err(InboxError::NotAnInbox { .. })
+            Err(CliError::Inbox(InboxError::NotAnInbox { .. }))
         ));
         assert!(matches!(
             deliver(&text, "k", "p"),
-            Err(InboxError::NotAnInbox { .. })
+            Err(CliError::Inbox(InboxError::NotAnInbox { .. }))
         ));
     }
 
@@ -317,10 +379,14 @@ mod tests {
         let cmd = InboxCommand::Deliver {
             store: store.clone(),
             key: "order-1".into(),
-            payload: "apple".into(),
+            payload: Some("apple".into()),
+            payload_file: None,
         };
         let e = run_to(cmd, &mut Closed).unwrap_err();
-        assert!(matches!(e, InboxError::Output(_)), "{e}");
+        assert!(
+            matches!(&e, CliError::Io(e) if e.kind() == io::ErrorKind::BrokenPipe),
+            "{e}"
+        );
         // The delivery itself was recorded before the output failed: a rerun is a duplicate.
         assert_eq!(
             deliver(&store, "order-1", "apple").unwrap(),
