@@ -4,13 +4,16 @@
 //! - the SQLite inbox (WAL, `synchronous=FULL`) against a bare `INSERT OR IGNORE` into a
 //!   one-column table under the same settings, one transaction per key and 1,000 keys per
 //!   transaction (`deliver_batch`);
-//! - bytes of disk per remembered key.
+//! - bytes of disk per remembered key;
+//! - contention (`-- contention`): 16 threads and 8 processes delivering the same keys to one
+//!   file, the inbox against `BEGIN IMMEDIATE` with SQLite's own busy timeout (what the inbox
+//!   did before): deliveries that failed "locked", and latency percentiles.
 //!
 //! Keys are random UUID-shaped strings (36 bytes, like real idempotency keys), payloads ~20
 //! bytes, results `"ok"`. Each row is the best of a few alternating rounds. Run with
 //! `cargo bench --bench inbox` (about 30 s); `-- --quick` runs smaller rounds.
 
-use onepie::inbox::{InboxStore, MemoryStore, SqliteInbox};
+use onepie::inbox::{InboxStore, MemoryStore, SqliteInbox, SqliteOptions};
 use rusqlite::Connection;
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -258,6 +261,10 @@ struct Row {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--contention-child") {
+        return contention_child(&args[i + 1..]);
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     // `cargo bench` passes `--bench`; any other argument picks sections: memory, single, batch.
     let only: Vec<String> = std::env::args()
@@ -447,8 +454,174 @@ fn main() {
         }
         print_table(&table, &[false, true, true, true]);
     }
+    if run("contention") {
+        println!();
+        contention(dir.path(), if quick { 1_000 } else { 10_000 });
+    }
     println!();
     println!("total {:.1} s", total.elapsed().as_secs_f64());
+}
+
+/// How a writer under contention gets its turn.
+#[derive(Clone, Copy, PartialEq)]
+enum Contender {
+    /// `SqliteInbox::deliver`: a completed key answered from a read; short jittered naps while
+    /// another writer holds the lock.
+    Inbox,
+    /// What the inbox did before: every delivery in `BEGIN IMMEDIATE`, SQLite's own
+    /// `busy_timeout` (naps growing to 100 ms).
+    SqliteBusyTimeout,
+}
+
+/// One writer: delivers keys `start..start+n` (mod n), each with a fsync'd commit when new.
+/// Returns each delivery's latency in microseconds and how many failed.
+fn contend(path: &Path, start: usize, n: usize, who: Contender) -> (Vec<u64>, usize) {
+    let timeout = Duration::from_secs(5);
+    let (mut lat, mut failed) = (Vec::with_capacity(n), 0);
+    let key = |i: usize| format!("order-{:06}", (start + i) % n);
+    match who {
+        Contender::Inbox => {
+            let opts = SqliteOptions::default().with_busy_timeout(timeout);
+            let mut inbox = SqliteInbox::open_with(path, opts).unwrap();
+            for i in 0..n {
+                let k = key(i);
+                let t = Instant::now();
+                let r = inbox.deliver(&k, b"apple", |_| Ok(b"ok".to_vec()));
+                lat.push(t.elapsed().as_micros() as u64);
+                failed += r.is_err() as usize;
+            }
+        }
+        Contender::SqliteBusyTimeout => {
+            let mut conn = Connection::open(path).unwrap();
+            conn.busy_timeout(timeout).unwrap();
+            for i in 0..n {
+                let k = key(i);
+                let t = Instant::now();
+                let r = (|| -> rusqlite::Result<()> {
+                    let tx =
+                        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    tx.execute("INSERT OR IGNORE INTO seen (key) VALUES (?1)", [&k])?;
+                    tx.commit()
+                })();
+                lat.push(t.elapsed().as_micros() as u64);
+                failed += r.is_err() as usize;
+            }
+        }
+    }
+    (lat, failed)
+}
+
+/// `--contention-child PATH START N inbox|sqlite`: one process of the 8-process rows.
+fn contention_child(args: &[String]) {
+    let who = if args[3] == "inbox" {
+        Contender::Inbox
+    } else {
+        Contender::SqliteBusyTimeout
+    };
+    let (lat, failed) = contend(
+        Path::new(&args[0]),
+        args[1].parse().unwrap(),
+        args[2].parse().unwrap(),
+        who,
+    );
+    let text: Vec<String> = lat.iter().map(u64::to_string).collect();
+    println!("{failed} {}", text.join(","));
+}
+
+/// 16 threads, then 8 processes, each delivering the same `n` keys to one file (each writer
+/// starting at a different key), with the inbox and with SQLite's own busy handling.
+fn contention(dir: &Path, n: usize) {
+    let mut table = vec![[
+        "writers on one file, each delivering the same keys",
+        "handling",
+        "failed (locked)",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "seconds",
+    ]
+    .map(String::from)];
+    for (writers, processes) in [(16, false), (8, true)] {
+        for who in [Contender::SqliteBusyTimeout, Contender::Inbox] {
+            let path = dir.join(format!(
+                "contention-{writers}-{}.db",
+                who == Contender::Inbox
+            ));
+            match who {
+                Contender::Inbox => drop(SqliteInbox::open(&path).unwrap()),
+                Contender::SqliteBusyTimeout => {
+                    bare(&path, true);
+                }
+            }
+            let t = Instant::now();
+            let results: Vec<(Vec<u64>, usize)> = if processes {
+                let exe = std::env::current_exe().unwrap();
+                let children: Vec<_> = (0..writers)
+                    .map(|w| {
+                        std::process::Command::new(&exe)
+                            .arg("--contention-child")
+                            .arg(&path)
+                            .arg((w * n / writers).to_string())
+                            .arg(n.to_string())
+                            .arg(if who == Contender::Inbox {
+                                "inbox"
+                            } else {
+                                "sqlite"
+                            })
+                            .stdout(std::process::Stdio::piped())
+                            .spawn()
+                            .unwrap()
+                    })
+                    .collect();
+                children
+                    .into_iter()
+                    .map(|c| {
+                        let out = String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap();
+                        let (failed, lat) = out.trim().split_once(' ').unwrap();
+                        (
+                            lat.split(',').map(|x| x.parse().unwrap()).collect(),
+                            failed.parse().unwrap(),
+                        )
+                    })
+                    .collect()
+            } else {
+                std::thread::scope(|s| {
+                    let joins: Vec<_> = (0..writers)
+                        .map(|w| {
+                            let path = &path;
+                            s.spawn(move || contend(path, w * n / writers, n, who))
+                        })
+                        .collect();
+                    joins.into_iter().map(|j| j.join().unwrap()).collect()
+                })
+            };
+            let seconds = t.elapsed().as_secs_f64();
+            let mut lat: Vec<u64> = results
+                .iter()
+                .flat_map(|(l, _)| l.iter().copied())
+                .collect();
+            let failed: usize = results.iter().map(|(_, f)| f).sum();
+            lat.sort_unstable();
+            let ms = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+            table.push([
+                format!(
+                    "{writers} {} x {} keys",
+                    if processes { "processes" } else { "threads" },
+                    thousands(n as f64)
+                ),
+                match who {
+                    Contender::Inbox => "SqliteInbox::deliver".into(),
+                    Contender::SqliteBusyTimeout => "BEGIN IMMEDIATE + busy_timeout 5 s".into(),
+                },
+                format!("{failed} of {}", thousands(lat.len() as f64)),
+                format!("{:.2}", ms(0.5)),
+                format!("{:.2}", ms(0.99)),
+                format!("{:.0}", ms(1.0)),
+                format!("{seconds:.1}"),
+            ]);
+        }
+    }
+    print_table(&table, &[false, false, true, true, true, true, true]);
 }
 
 /// A Markdown table, columns as wide as their widest cell; `right` aligns numbers.

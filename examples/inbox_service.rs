@@ -13,17 +13,17 @@
 use onepie::inbox::{InboxError, InboxStore, SqliteInbox};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile_dir()?;
+    let scratch = std::env::temp_dir().join(format!("onepie-example-{}.db", std::process::id()));
     let path = std::env::args_os()
         .nth(1)
-        .map_or_else(|| dir.join("orders.db"), Into::into);
+        .map_or(scratch.clone(), Into::into);
     let mut inbox = SqliteInbox::open(&path)?;
     inbox.connection().execute_batch(
         "CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, pie TEXT, cents INTEGER)",
     )?;
 
-    // What the queue hands us: order-2 twice (its ack was lost), order-3 reusing order-1's
-    // key for another pie (a producer bug).
+    // What the queue hands us: order-2 twice (its ack was lost), and order-1's key reused for
+    // another pie (a producer bug).
     let queue = [
         ("order-1", "apple"),
         ("order-2", "plum"),
@@ -51,12 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
     println!("{orders} orders charged, {cents} cents in total");
+    drop(inbox);
+    let _ = std::fs::remove_file(scratch);
     Ok(())
-}
-
-/// A fresh directory under the system's temp dir (no extra dependency for an example).
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("onepie-example-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
