@@ -177,6 +177,23 @@ impl<'t> Txn<'t> {
     }
 }
 
+/// After a write guarded by `owner = lease.token`: done if it changed the row, else why the
+/// lease does not own the key.
+fn owned_if_changed(
+    tx: &Transaction<'_>,
+    at: At<'_>,
+    lease: &Lease,
+    changed: usize,
+) -> Result<((), bool), InboxError> {
+    if changed == 0 {
+        let current = rows::load(tx, at, &lease.key)?;
+        if let Some(e) = not_owner(lease, current.as_ref().map(|k| &k.record)) {
+            return Err(e);
+        }
+    }
+    Ok(((), true))
+}
+
 /// Errors that belong to one item of a batch; anything else fails the whole batch.
 fn is_item_error(e: &InboxError) -> bool {
     matches!(
@@ -343,13 +360,7 @@ impl InboxStore for SqliteInbox {
                     s.execute(params![lease.key, lease.token as i64, result, now as i64])
                 })
                 .map_err(|e| at.err(e))?;
-            if changed == 0 {
-                let current = rows::load(tx, at, &lease.key)?;
-                if let Some(e) = not_owner(lease, current.as_ref().map(|k| &k.record)) {
-                    return Err(e);
-                }
-            }
-            Ok(((), true))
+            owned_if_changed(tx, at, lease, changed)
         })
     }
 
@@ -359,13 +370,7 @@ impl InboxStore for SqliteInbox {
                 .prepare_cached("DELETE FROM inbox WHERE key = ?1 AND state = 0 AND owner = ?2")
                 .and_then(|mut s| s.execute(params![lease.key, lease.token as i64]))
                 .map_err(|e| at.err(e))?;
-            if changed == 0 {
-                let current = rows::load(tx, at, &lease.key)?;
-                if let Some(e) = not_owner(lease, current.as_ref().map(|k| &k.record)) {
-                    return Err(e);
-                }
-            }
-            Ok(((), true))
+            owned_if_changed(tx, at, lease, changed)
         })
     }
 
