@@ -454,12 +454,139 @@ fn main() {
         }
         print_table(&table, &[false, true, true, true]);
     }
+    if run("postgres") {
+        println!();
+        postgres(if quick { 2_000 } else { 10_000 });
+    }
     if run("contention") {
         println!();
         contention(dir.path(), if quick { 1_000 } else { 10_000 });
     }
     println!();
     println!("total {:.1} s", total.elapsed().as_secs_f64());
+}
+
+/// Deliveries/s on a throw-away PostgreSQL server, for 1, 8 and 32 connections, one key per
+/// transaction and 1,000 per transaction, against a bare `INSERT … ON CONFLICT DO NOTHING`
+/// into a one-column table in the same run and under the same `synchronous_commit` (on, the
+/// default); then bytes per remembered key.
+fn postgres(keys: usize) {
+    use onepie::inbox::{PgInbox, PgOptions};
+    use onepie::testkit::postgres::Cluster;
+    let cluster = Cluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut admin = postgres::Client::connect(&cluster.url(), postgres::NoTls).unwrap();
+    let mut table = vec![[
+        "PostgreSQL, synchronous_commit=on",
+        "connections",
+        "bare/s",
+        "inbox/s",
+        "ratio",
+    ]
+    .map(String::from)];
+    let mut n = 0;
+    for (batch, conns) in [(1, 1), (1, 8), (1, 32), (1000, 1), (1000, 8), (1000, 32)] {
+        // Each measurement in a fresh database, so the tables start empty.
+        let mut fresh = || {
+            n += 1;
+            let name = format!("bench{n}");
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .unwrap();
+            cluster.url_for(&name)
+        };
+        let (bare_url, inbox_url) = (fresh(), fresh());
+        let keys_of = |c: usize| -> Vec<String> {
+            (0..keys / conns)
+                .map(|i| format!("{c:02}-{i:08}-7f3a-4c1e-9b2d-0123456789ab"))
+                .collect()
+        };
+        let mut setup = postgres::Client::connect(&bare_url, postgres::NoTls).unwrap();
+        setup
+            .batch_execute("CREATE TABLE seen (key TEXT PRIMARY KEY)")
+            .unwrap();
+        drop(PgInbox::open(&inbox_url).unwrap());
+        let timed = |work: &(dyn Fn(usize) + Sync)| {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for c in 0..conns {
+                    s.spawn(move || work(c));
+                }
+            });
+            (keys / conns * conns) as f64 / t.elapsed().as_secs_f64()
+        };
+        let bare = timed(&|c| {
+            let mut client = postgres::Client::connect(&bare_url, postgres::NoTls).unwrap();
+            let insert = client
+                .prepare("INSERT INTO seen (key) VALUES ($1) ON CONFLICT DO NOTHING")
+                .unwrap();
+            for chunk in keys_of(c).chunks(batch) {
+                let mut tx = client.transaction().unwrap();
+                for k in chunk {
+                    tx.execute(&insert, &[k]).unwrap();
+                }
+                tx.commit().unwrap();
+            }
+        });
+        let inbox = timed(&|c| {
+            let mut inbox = PgInbox::open_with(&inbox_url, PgOptions::default()).unwrap();
+            let keys = keys_of(c);
+            if batch == 1 {
+                for k in &keys {
+                    inbox
+                        .deliver(k, b"apple pie, order", |_| Ok(b"ok".to_vec()))
+                        .unwrap();
+                }
+            } else {
+                for chunk in keys.chunks(batch) {
+                    let items: Vec<(&str, &[u8])> = chunk
+                        .iter()
+                        .map(|k| (k.as_str(), &b"apple pie, order"[..]))
+                        .collect();
+                    for r in inbox
+                        .deliver_batch(&items, |_, _, _| Ok(b"ok".to_vec()))
+                        .unwrap()
+                    {
+                        r.unwrap();
+                    }
+                }
+            }
+        });
+        table.push([
+            if batch == 1 {
+                "1 key per transaction".into()
+            } else {
+                "1,000 keys per transaction".to_string()
+            },
+            conns.to_string(),
+            thousands(bare),
+            thousands(inbox),
+            format!("{:.2}", bare / inbox),
+        ]);
+        if batch == 1000 && conns == 32 {
+            let mut c = postgres::Client::connect(&inbox_url, postgres::NoTls).unwrap();
+            c.batch_execute("VACUUM ANALYZE onepie_inbox").unwrap();
+            let row = c
+                .query_one(
+                    "SELECT pg_total_relation_size('onepie_inbox')::float8 / count(*) FROM onepie_inbox",
+                    &[],
+                )
+                .unwrap();
+            let per_key: f64 = row.get(0);
+            let mut b = postgres::Client::connect(&bare_url, postgres::NoTls).unwrap();
+            let bare_per_key: f64 = b
+                .query_one(
+                    "SELECT pg_total_relation_size('seen')::float8 / count(*) FROM seen",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            println!(
+                "PostgreSQL bytes per remembered key (table + index): inbox {per_key:.0}, bare one-column table {bare_per_key:.0}"
+            );
+        }
+    }
+    print_table(&table, &[false, true, true, true, true]);
+    println!("ratio = bare deliveries/s over inbox deliveries/s (lower is better); keys are 44-byte UUID-like strings");
 }
 
 /// How a writer under contention gets its turn.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::broken;
+use common::{broken, schedule};
 use onepie::inbox::{ManualClock, Retention, SqliteInbox, SqliteOptions};
 use onepie::testkit::harness::{self, Op, Receiver, Run, StoreReceiver};
 use onepie::testkit::PieStore;
@@ -12,29 +12,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{
     Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner,
 };
-
-/// Keys 0–2 go through the transactional path, keys 3–4 through the lease path; payload 1 is
-/// the occasional reuse of a key for a different pie.
-fn op() -> impl Strategy<Value = Op> {
-    let tx_key = 0u8..3;
-    let payload = prop_oneof![5 => Just(0u8), 1 => Just(1u8)];
-    prop_oneof![
-        6 => (tx_key.clone(), payload.clone()).prop_map(|(key, payload)| Op::Deliver { key, payload }),
-        1 => (tx_key.clone(), payload.clone()).prop_map(|(key, payload)| Op::DeliverFailing { key, payload }),
-        1 => (tx_key.clone(), payload.clone()).prop_map(|(key, payload)| Op::CrashMidDelivery { key, payload }),
-        1 => (tx_key, payload.clone(), 2u8..5).prop_map(|(key, payload, threads)| Op::Concurrent { key, payload, threads }),
-        1 => Just(Op::CrashAndReopen),
-        1 => (1u16..200).prop_map(|ms| Op::Wait { ms }),
-        2 => (3u8..5, payload).prop_map(|(key, payload)| Op::Claim { key, payload }),
-        1 => (0u8..4).prop_map(|lease| Op::Complete { lease }),
-        1 => (0u8..4).prop_map(|lease| Op::Release { lease }),
-        1 => Just(Op::Prune),
-    ]
-}
-
-fn schedule() -> impl Strategy<Value = Vec<Op>> {
-    proptest::collection::vec(op(), 1..16)
-}
 
 fn memory() -> StoreReceiver<PieStore> {
     let clock = ManualClock::new(1_000);

@@ -19,7 +19,7 @@
 
 use super::CliError;
 use crate::dedup::{Millis, Stage};
-use crate::inbox::{Entry, InboxError, InboxStore, SqliteInbox, SqliteOptions};
+use crate::inbox::{Entry, InboxError, InboxStore, PgInbox, SqliteInbox, SqliteOptions};
 use crate::testkit::PieLog;
 use serde::Serialize;
 use std::ffi::OsString;
@@ -35,8 +35,9 @@ pub enum InboxCommand {
     /// Creates the file if absent. Prints `applied: <result>` or `duplicate: <result>` (the
     /// stored result, nothing re-run). A reused KEY with a different PAYLOAD is refused.
     Deliver {
-        /// The inbox file (SQLite).
-        #[arg(long, value_name = "FILE")]
+        /// The inbox: a SQLite file, or a PostgreSQL URL (`postgres://user@host/db`) that a
+        /// fleet of receivers shares.
+        #[arg(long, value_name = "FILE|URL")]
         store: PathBuf,
         /// The idempotency key: the order's unique ID (1 to 255 bytes of UTF-8).
         key: String,
@@ -50,9 +51,9 @@ pub enum InboxCommand {
     },
     /// List every remembered key once, with its state, result and times.
     Show {
-        /// The inbox file (SQLite); it must exist. Only read: a file no one is writing is
-        /// left exactly as it was, with nothing created beside it.
-        #[arg(long, value_name = "FILE")]
+        /// The inbox: a SQLite file, which must exist (only read: a file no one is writing is
+        /// left exactly as it was, with nothing created beside it), or a PostgreSQL URL.
+        #[arg(long, value_name = "FILE|URL")]
         store: PathBuf,
         /// Print a JSON array instead of a table.
         #[arg(long)]
@@ -97,6 +98,26 @@ fn payload_bytes(payload: Option<OsString>, file: Option<&Path>) -> Result<Vec<u
     }
 }
 
+/// `store` as a PostgreSQL URL, if it is one.
+fn postgres_url(store: &Path) -> Option<&str> {
+    store
+        .to_str()
+        .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
+/// The demo effect: record the pie in the same transaction as the key; the pie's number is
+/// the receipt stored as the result.
+fn bake<S: PieLog>(
+    inbox: &mut S,
+    key: &str,
+    payload: &[u8],
+) -> Result<crate::inbox::Outcome, InboxError> {
+    inbox.deliver(key, payload, |tx| {
+        let pie = S::record_pie(tx, key, payload)?;
+        Ok(format!("pie #{pie}").into())
+    })
+}
+
 /// Runs `cmd`, printing to `out`.
 pub fn run_to(cmd: InboxCommand, out: &mut impl Write) -> Result<(), CliError> {
     match cmd {
@@ -107,19 +128,19 @@ pub fn run_to(cmd: InboxCommand, out: &mut impl Write) -> Result<(), CliError> {
             payload_file,
         } => {
             let payload = payload_bytes(payload, payload_file.as_deref())?;
-            let mut inbox = SqliteInbox::open(&store)?;
-            // The effect: record the pie in the same transaction as the key; the pie's number
-            // is the receipt stored as the result.
-            let outcome = inbox.deliver(&key, &payload, |tx| {
-                let pie = SqliteInbox::record_pie(tx, &key, &payload)?;
-                Ok(format!("pie #{pie}").into())
-            })?;
+            let outcome = match postgres_url(&store) {
+                Some(url) => bake(&mut PgInbox::open(url)?, &key, &payload)?,
+                None => bake(&mut SqliteInbox::open(&store)?, &key, &payload)?,
+            };
             writeln!(out, "{outcome}")?;
             Ok(())
         }
         InboxCommand::Show { store, json } => {
-            let inbox = SqliteInbox::open_with(&store, SqliteOptions::default().read_only())?;
-            let entries = inbox.entries()?;
+            let entries = match postgres_url(&store) {
+                Some(url) => PgInbox::open(url)?.entries()?,
+                None => SqliteInbox::open_with(&store, SqliteOptions::default().read_only())?
+                    .entries()?,
+            };
             if json {
                 let rows: Vec<JsonEntry<'_>> = entries.iter().map(JsonEntry::from).collect();
                 serde_json::to_writer_pretty(&mut *out, &rows).map_err(io::Error::from)?;

@@ -95,6 +95,8 @@
 //! ```
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod step;
@@ -103,6 +105,8 @@ pub use crate::dedup::{
     Fingerprint, KeyError, Millis, Record, Retention, Stage, Token, MAX_KEY_LEN,
 };
 pub use memory::{MemoryStore, MemoryTx};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgInbox, PgOptions, PgTx, PG_SCHEMA_VERSION};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{
     SqliteInbox, SqliteOptions, SqliteTx, Synchronous, APPLICATION_ID, SCHEMA_VERSION,
@@ -442,7 +446,7 @@ pub enum InboxError {
     #[error("the disk holding {} is full, so nothing was recorded: free some space and retry", path.display())]
     DiskFull { path: PathBuf },
 
-    #[error("cannot open {}: {source}; check that its directory exists and is writable", path.display())]
+    #[error("cannot open {}: {source}", path.display())]
     Open {
         path: PathBuf,
         #[source]
@@ -451,6 +455,20 @@ pub enum InboxError {
 
     #[error("{} is damaged ({detail}): restore it from a backup or move it aside", path.display())]
     Corrupt { path: PathBuf, detail: String },
+
+    #[error("lost the connection to {store} ({source}); the delivery may or may not have committed: retry it, and a committed one is answered as a duplicate")]
+    ConnectionLost {
+        store: String,
+        #[source]
+        source: BoxError,
+    },
+
+    #[error("{store} rolled the transaction back to keep concurrent ones apart ({source}); nothing was recorded: retry")]
+    Serialization {
+        store: String,
+        #[source]
+        source: BoxError,
+    },
 
     #[error("the inbox {} failed: {source}", path.display())]
     Storage {
@@ -465,7 +483,11 @@ impl InboxError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            InboxError::InProgress { .. } | InboxError::Locked { .. } | InboxError::Effect { .. }
+            InboxError::InProgress { .. }
+                | InboxError::Locked { .. }
+                | InboxError::Effect { .. }
+                | InboxError::ConnectionLost { .. }
+                | InboxError::Serialization { .. }
         )
     }
 }

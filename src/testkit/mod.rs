@@ -8,6 +8,8 @@
 //!   ([`PieStore`]). The inbox never creates it; the first pie does.
 
 pub mod harness;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use crate::dedup::Millis;
 use crate::inbox::{BoxError, InboxError, InboxStore, MemoryStore, MemoryTx};
@@ -122,6 +124,64 @@ mod sqlite {
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(storage)?;
             Ok(pies)
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::{Pie, PieLog};
+    use crate::dedup::Millis;
+    use crate::inbox::{BoxError, InboxError, PgInbox, PgTx};
+
+    impl PieLog for PgInbox {
+        fn record_pie(tx: &mut PgTx<'_>, key: &str, pie: &[u8]) -> Result<u64, BoxError> {
+            let now = tx.now() as i64;
+            let exists: bool = tx
+                .query_one("SELECT to_regclass('pies') IS NOT NULL", &[])?
+                .get(0);
+            if !exists {
+                // Concurrent first pies would race to create the table: one at a time.
+                tx.batch_execute(
+                    "SELECT pg_advisory_xact_lock(7070);
+                     CREATE TABLE IF NOT EXISTS pies (
+                         number BIGSERIAL PRIMARY KEY, key TEXT NOT NULL, pie BYTEA NOT NULL,
+                         at BIGINT NOT NULL)",
+                )?;
+            }
+            let row = tx.query_one(
+                "INSERT INTO pies (key, pie, at) VALUES ($1, $2, $3) RETURNING number",
+                &[&key, &pie, &now],
+            )?;
+            Ok(row.get::<_, i64>(0) as u64)
+        }
+
+        fn pies(&self) -> Result<Vec<Pie>, InboxError> {
+            let storage = |e: postgres::Error| InboxError::Storage {
+                path: self.store().into(),
+                source: e.into(),
+            };
+            self.with_client(|c| {
+                let exists: bool = c
+                    .query_one("SELECT to_regclass('pies') IS NOT NULL", &[])
+                    .map_err(storage)?
+                    .get(0);
+                if !exists {
+                    return Ok(Vec::new());
+                }
+                let rows = c
+                    .query("SELECT number, key, pie, at FROM pies ORDER BY number", &[])
+                    .map_err(storage)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| Pie {
+                        number: r.get::<_, i64>(0) as u64,
+                        key: r.get(1),
+                        pie: r.get(2),
+                        at: r.get::<_, i64>(3) as Millis,
+                    })
+                    .collect())
+            })
         }
     }
 }
