@@ -369,10 +369,22 @@ impl Relabel<'_> {
         for (i, f) in (0..n).map(|i| (self.slot(i), i)) {
             from[i] = f;
         }
+        let orders_kept = self
+            .orders
+            .iter()
+            .enumerate()
+            .all(|(o, &to)| o == to as usize);
+        let workers_kept = self.workers.iter().enumerate().all(|(w, &to)| w == to);
+        // Whatever names nothing that moves is copied (or shared), not rebuilt: rebuilding
+        // costs allocations and a fresh hasher per map.
         let random_choices = (0..n)
             .map(|j| {
+                let old = &state.random_choices[from[j]];
+                if orders_kept && workers_kept {
+                    return old.clone();
+                }
                 let mut choices = RandomChoices::default();
-                for (key, options) in state.random_choices[from[j]].map.iter() {
+                for (key, options) in old.map.iter() {
                     let o = (0..self.layout.orders as Order)
                         .find(|&o| self::key(o) == key)
                         .expect("a choice key");
@@ -386,8 +398,12 @@ impl Relabel<'_> {
             .collect();
         let timers_set = (0..n)
             .map(|j| {
+                let old = &state.timers_set[from[j]];
+                if orders_kept {
+                    return old.clone();
+                }
                 let mut timers = Timers::new();
-                for t in state.timers_set[from[j]].iter() {
+                for t in old.iter() {
                     timers.set(self.timer(t));
                 }
                 timers
@@ -404,10 +420,29 @@ impl Relabel<'_> {
             }
         }
         let mut history = state.history.clone();
-        history.ledger = history.ledger.renamed(|&o| self.order(o));
+        if !orders_kept {
+            history.ledger = history.ledger.renamed(|&o| self.order(o));
+        }
+        // With the orders in place, a worker names only orders, and a house names workers only
+        // in pending steps.
+        let unchanged = |s: &PizzeriaState| {
+            orders_kept
+                && match s {
+                    PizzeriaState::Queue { .. } => workers_kept,
+                    PizzeriaState::Worker { .. } => true,
+                    PizzeriaState::House { pending, .. } => workers_kept || pending.is_empty(),
+                }
+        };
         ActorModelState {
             actor_states: (0..n)
-                .map(|j| std::sync::Arc::new(self.actor_state(&state.actor_states[from[j]])))
+                .map(|j| {
+                    let s = &state.actor_states[from[j]];
+                    if unchanged(s) {
+                        std::sync::Arc::clone(s)
+                    } else {
+                        std::sync::Arc::new(self.actor_state(s))
+                    }
+                })
                 .collect(),
             network: Network::new_unordered_nonduplicating(network),
             timers_set,
