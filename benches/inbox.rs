@@ -11,7 +11,8 @@
 //!
 //! Keys are random UUID-shaped strings (36 bytes, like real idempotency keys), payloads ~20
 //! bytes, results `"ok"`. Each row is the best of a few alternating rounds. Run with
-//! `cargo bench --bench inbox` (about 30 s); `-- --quick` runs smaller rounds.
+//! `cargo bench --bench inbox` (about 70 s; it starts a throw-away PostgreSQL for its `postgres`
+//! section); `-- --quick` runs smaller rounds.
 
 use onepie::inbox::{InboxStore, MemoryStore, SqliteInbox, SqliteOptions};
 use rusqlite::Connection;
@@ -266,7 +267,7 @@ fn main() {
         return contention_child(&args[i + 1..]);
     }
     let quick = std::env::args().any(|a| a == "--quick");
-    // `cargo bench` passes `--bench`; any other argument picks sections: memory, single, batch.
+    // `cargo bench` passes `--bench`; any other argument picks sections: memory, single, batch, postgres, contention.
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -586,7 +587,7 @@ fn postgres(keys: usize) {
         }
     }
     print_table(&table, &[false, true, true, true, true]);
-    println!("ratio = bare deliveries/s over inbox deliveries/s (lower is better); keys are 44-byte UUID-like strings");
+    println!("ratio = bare deliveries/s over inbox deliveries/s (lower is better); keys are 39-byte UUID-like strings");
 }
 
 /// How a writer under contention gets its turn.

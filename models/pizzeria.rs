@@ -639,7 +639,6 @@ pub struct Setup {
     pub workers: usize,
 }
 
-/// A pizzeria world: the queue, `p.workers` workers and one house per order, with `p`'s faults.
 /// What makes one pizzeria design differ from another.
 #[derive(Clone, Copy, Debug)]
 pub struct PizzeriaCfg {
@@ -658,6 +657,7 @@ impl PizzeriaCfg {
     }
 }
 
+/// A pizzeria world: the queue, `p.workers` workers and one house per order, with `p`'s faults.
 fn world(p: &Params, policy: QueuePolicy, door: Door, houses_crash: bool) -> PizzeriaWorld {
     let queue = Id::from(0);
     let workers: Vec<Id> = (1..=p.workers as usize).map(Id::from).collect();

@@ -359,7 +359,7 @@ impl Relabel<'_> {
         Handout {
             order: self.order(h.order),
             worker,
-            worker_no: usize::from(worker) - 1,
+            worker_no: super::worker_no(worker),
         }
     }
 

@@ -164,13 +164,17 @@ pub enum KeyError {
     Empty,
     #[error("the idempotency key is {len} bytes; the limit is {MAX_KEY_LEN} bytes")]
     TooLong { len: usize },
+    #[error("the idempotency key contains a NUL byte, which PostgreSQL text cannot hold; use printable IDs")]
+    Nul,
 }
 
-/// Checks a key against the rules every store enforces: non-empty, at most [`MAX_KEY_LEN`] bytes.
+/// Checks a key against the rules every store enforces: non-empty, at most [`MAX_KEY_LEN`]
+/// bytes, no NUL (so a key valid in one store is valid in all).
 pub fn validate_key(key: &str) -> Result<(), KeyError> {
     match key.len() {
         0 => Err(KeyError::Empty),
         len if len > MAX_KEY_LEN => Err(KeyError::TooLong { len }),
+        _ if key.contains('\0') => Err(KeyError::Nul),
         _ => Ok(()),
     }
 }
@@ -244,6 +248,7 @@ mod tests {
     #[test]
     fn keys_are_validated() {
         assert_eq!(validate_key(""), Err(KeyError::Empty));
+        assert_eq!(validate_key("a\0b"), Err(KeyError::Nul));
         assert_eq!(validate_key(&"k".repeat(255)), Ok(()));
         assert_eq!(
             validate_key(&"k".repeat(256)),

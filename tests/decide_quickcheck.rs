@@ -76,12 +76,13 @@ fn a_reused_key_conflicts_iff_the_payload_differs(first: Vec<u8>, second: Vec<u8
     matches!(d, Decision::Conflict { .. }) == (first != second)
 }
 
-/// Keys are accepted exactly when they are 1 to 255 bytes.
+/// Keys are accepted exactly when they are 1 to 255 bytes without NUL.
 #[quickcheck]
-fn keys_are_accepted_iff_non_empty_and_short(key: String) -> bool {
+fn keys_are_accepted_iff_non_empty_short_and_nul_free(key: String) -> bool {
     match validate_key(&key) {
-        Ok(()) => !key.is_empty() && key.len() <= MAX_KEY_LEN,
+        Ok(()) => !key.is_empty() && key.len() <= MAX_KEY_LEN && !key.contains('\0'),
         Err(KeyError::Empty) => key.is_empty(),
         Err(KeyError::TooLong { len }) => len == key.len() && len > MAX_KEY_LEN,
+        Err(KeyError::Nul) => key.contains('\0') && (1..=MAX_KEY_LEN).contains(&key.len()),
     }
 }

@@ -448,7 +448,7 @@ fn dedup_window_keeps_a_redelivery_after_the_window() {
 fn record_first_loses_the_pie_it_recorded_before_a_crash() {
     let d = design("record-first");
     let r = run(d, &d.defaults);
-    story(
+    let steps = story(
         d.name,
         &d.defaults,
         expect(Holds, Violated),
@@ -457,8 +457,16 @@ fn record_first_loses_the_pie_it_recorded_before_a_crash() {
         &[
             (5, "\"order 0 recorded: keep worker 0's pie\""),
             (6, "house 0 crashes"),
-            (18, "duplicate pie for order 0 turned away"),
         ],
+    );
+    // Where among equally short stories the redelivery comes is the search's tie-break, not
+    // the design's: only that it comes after the crash is.
+    assert!(
+        steps[6..]
+            .iter()
+            .any(|s| s.contains("duplicate pie for order 0 turned away")),
+        "{}",
+        steps.join("\n")
     );
     let cx = r
         .property(EVERY_ORDER_GETS_A_PIE)

@@ -118,6 +118,10 @@ fn a_failed_effect_rolls_back_its_writes(db: &Db) {
         matches!(e, InboxError::EffectEndedTransaction { .. }),
         "{e}"
     );
+    assert!(
+        inbox.get("o2").unwrap().is_none(),
+        "o2 must not be recorded"
+    );
     assert!(bake(&mut inbox, "o1", "apple").unwrap().is_applied());
     assert_eq!(inbox.pie_counts().unwrap()["o1"], 1);
 }
@@ -364,6 +368,11 @@ fn quickcheck_applying_twice_is_applying_once(db: &Db) {
     URL.set(db.url.clone()).unwrap();
     fn prop(key: String, payload: Vec<u8>, other: Vec<u8>) -> bool {
         let mut inbox = PgInbox::open(URL.get().unwrap()).unwrap();
+        // Each case (and each shrink step) starts from an empty inbox: short random keys repeat.
+        inbox
+            .client()
+            .batch_execute("DELETE FROM onepie_inbox")
+            .unwrap();
         let r1 = inbox.deliver(&key, &payload, |_| Ok(payload.clone()));
         let r2 = inbox.deliver(&key, &payload, |_| Ok(b"again".to_vec()));
         let r3 = inbox.deliver(&key, &other, |_| Ok(b"other".to_vec()));
@@ -376,8 +385,6 @@ fn quickcheck_applying_twice_is_applying_once(db: &Db) {
                     && b == payload
                     && (other == payload || matches!(r3, Err(InboxError::Conflict { .. })))
             }
-            // A key PostgreSQL's TEXT cannot hold (NUL) is its one refusal.
-            (Err(InboxError::Storage { .. }), _) => key.contains('\0'),
             _ => false,
         }
     }
@@ -387,10 +394,6 @@ fn quickcheck_applying_twice_is_applying_once(db: &Db) {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
     type Test = (&'static str, fn(&Db));
     let tests: &[Test] = &[
         (
@@ -431,15 +434,11 @@ fn main() {
             quickcheck_applying_twice_is_applying_once,
         ),
     ];
-    if std::env::args().any(|a| a == "--list") {
-        for (name, _) in tests {
-            println!("{name}: test");
-        }
-        return;
-    }
+    let names: Vec<&'static str> = tests.iter().map(|(n, _)| *n).collect();
+    let picked = common::chosen(&names);
     let chosen: Vec<_> = tests
         .iter()
-        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
+        .filter(|(name, _)| picked.contains(name))
         .collect();
     if chosen.is_empty() {
         return;

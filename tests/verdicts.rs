@@ -230,35 +230,3 @@ fn out_of_range_sizes_are_refused() {
         "{err}"
     );
 }
-
-/// `--threads 2` gives the same verdicts, state count and stories as one thread.
-#[test]
-fn two_checker_threads_agree_with_one() {
-    let d = models::find("ack-after-work").unwrap();
-    let one = d
-        .check(
-            &d.defaults,
-            &CheckOptions {
-                threads: 1,
-                ..CheckOptions::default()
-            },
-        )
-        .unwrap();
-    let two = d
-        .check(
-            &d.defaults,
-            &CheckOptions {
-                threads: 2,
-                ..CheckOptions::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(one.unique_states, two.unique_states);
-    for (a, b) in one.properties.iter().zip(&two.properties) {
-        assert_eq!(a.verdict, b.verdict, "{}", a.property);
-        assert_eq!(
-            a.counterexample.as_ref().map(|c| &c.steps),
-            b.counterexample.as_ref().map(|c| &c.steps)
-        );
-    }
-}

@@ -445,10 +445,14 @@ where
         .map(|_| Mutex::new(Shard::new(opts.visited)))
         .collect();
     // Level 0: the initial states.
-    for init in model.init_states() {
+    // Initial states in the model's order, as a one-thread FIFO search would take them.
+    for (i, init) in model.init_states().into_iter().enumerate() {
         let s = canon(init);
         let fp = fingerprint(&s);
-        shards[shard_of(fp)].lock().unwrap().offer(fp, (0, 0), s);
+        shards[shard_of(fp)]
+            .lock()
+            .unwrap()
+            .offer(fp, (0, i as u32), s);
     }
     let mut levels: Vec<Level> = Vec::new();
     // Each property's first witness: (level, position).

@@ -19,7 +19,7 @@
 
 use super::CliError;
 use crate::dedup::{Millis, Stage};
-use crate::inbox::{Entry, InboxError, InboxStore, PgInbox, SqliteInbox, SqliteOptions};
+use crate::inbox::{Entry, InboxError, InboxStore, PgInbox, PgOptions, SqliteInbox, SqliteOptions};
 use crate::testkit::PieLog;
 use serde::Serialize;
 use std::ffi::OsString;
@@ -98,11 +98,12 @@ fn payload_bytes(payload: Option<OsString>, file: Option<&Path>) -> Result<Vec<u
     }
 }
 
-/// `store` as a PostgreSQL URL, if it is one.
+/// `store` as a PostgreSQL URL, if it is one (the scheme in any case).
 fn postgres_url(store: &Path) -> Option<&str> {
-    store
-        .to_str()
-        .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+    store.to_str().filter(|s| {
+        let lower = s.to_ascii_lowercase();
+        lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+    })
 }
 
 /// The demo effect: record the pie in the same transaction as the key; the pie's number is
@@ -137,8 +138,10 @@ pub fn run_to(cmd: InboxCommand, out: &mut impl Write) -> Result<(), CliError> {
         }
         InboxCommand::Show { store, json } => {
             let entries = match postgres_url(&store) {
-                Some(url) => PgInbox::open(url)?.entries()?,
-                None => SqliteInbox::open_with(&store, SqliteOptions::default().read_only())?
+                Some(url) => {
+                    PgInbox::open_with(url, PgOptions::default().existing_only())?.entries()?
+                }
+                None => SqliteInbox::open_with(&store, SqliteOptions::default().snapshot())?
                     .entries()?,
             };
             if json {

@@ -154,7 +154,12 @@ impl<T> MemoryStore<T> {
     }
 
     fn request<'k>(&self, key: &'k str, payload: &[u8]) -> Result<Request<'k>, InboxError> {
-        Request::new(key, payload, self.clock.now(), self.retention)
+        Ok(Request::new(
+            key,
+            payload,
+            self.clock.now(),
+            self.retention,
+        )?)
     }
 }
 
@@ -163,13 +168,14 @@ type Undo = Vec<(String, Option<Kept>)>;
 
 impl<T> State<T> {
     /// Decides one delivery and, if the decision runs the effect, runs it and records the key.
-    /// Its staged writes join `staged`; in a batch, `undo` collects what to restore if the
-    /// batch fails.
+    /// Its staged writes join `staged`, and `undo` collects what to restore if the delivery
+    /// (or its batch) does not complete.
     fn deliver_one(
         &mut self,
         req: Request<'_>,
         staged: &mut Vec<Staged<T>>,
-        undo: Option<&mut Undo>,
+        undo: &mut Undo,
+        in_batch: bool,
         effect: impl FnOnce(&mut MemoryTx<'_, T>) -> Result<Vec<u8>, BoxError>,
     ) -> Result<Outcome, InboxError> {
         let State { keys, data, .. } = self;
@@ -197,7 +203,7 @@ impl<T> State<T> {
                 let key = req.key.to_owned();
                 // Same rule as SQLite, so one property test fits both stores: in a batch, an
                 // effect that wrote and then failed fails the whole batch.
-                return Err(if undo.is_some() && wrote {
+                return Err(if in_batch && wrote {
                     InboxError::BatchEffect { key, source }
                 } else {
                     InboxError::Effect { key, source }
@@ -212,9 +218,7 @@ impl<T> State<T> {
                 None
             }
         };
-        if let Some(undo) = undo {
-            undo.push((req.key.to_owned(), old));
-        }
+        undo.push((req.key.to_owned(), old));
         Ok(Outcome::Applied(result))
     }
 
@@ -225,9 +229,9 @@ impl<T> State<T> {
     }
 }
 
-/// Undoes a batch's keys unless it completed: on a batch-failing error and when an effect
-/// panics, so the batch is all-or-nothing like a SQLite transaction. (Its staged writes are
-/// simply never applied.)
+/// Undoes the keys a delivery or batch recorded unless it completed: on a batch-failing error,
+/// and when an effect or a staged write panics, so it is all-or-nothing like a SQLite
+/// transaction. (Staged writes not yet applied are simply dropped.)
 struct Batch<'a, T> {
     state: &'a mut State<T>,
     undo: Undo,
@@ -253,11 +257,7 @@ impl<T> Drop for Batch<'_, T> {
 }
 
 fn entry(key: &str, kept: &Kept) -> Entry {
-    Entry {
-        key: key.to_owned(),
-        record: kept.record.clone(),
-        created_at: kept.created_at,
-    }
+    kept.clone().into_entry(key.to_owned())
 }
 
 impl<T: Send + 'static> InboxStore for MemoryStore<T> {
@@ -282,8 +282,16 @@ impl<T: Send + 'static> InboxStore for MemoryStore<T> {
         let req = self.request(key, payload)?;
         let mut state = self.lock();
         let mut staged = Vec::new();
-        let outcome = state.deliver_one(req, &mut staged, None, effect)?;
-        state.commit(staged);
+        let mut guard = Batch {
+            state: &mut state,
+            undo: Vec::new(),
+            committed: false,
+        };
+        let outcome = guard
+            .state
+            .deliver_one(req, &mut staged, &mut guard.undo, false, effect)?;
+        guard.state.commit(staged);
+        guard.committed = true;
         Ok(outcome)
     }
 
@@ -308,20 +316,22 @@ impl<T: Send + 'static> InboxStore for MemoryStore<T> {
         let mut out = Vec::with_capacity(items.len());
         for (key, payload) in items {
             let (key, payload) = (key.as_ref(), payload.as_ref());
-            let one = Request::new(key, payload, now, self.retention).and_then(|req| {
-                batch
-                    .state
-                    .deliver_one(req, &mut staged, Some(&mut batch.undo), |tx| {
-                        effect(tx, key, payload)
-                    })
-            });
+            let one = Request::new(key, payload, now, self.retention)
+                .map_err(InboxError::from)
+                .and_then(|req| {
+                    batch
+                        .state
+                        .deliver_one(req, &mut staged, &mut batch.undo, true, |tx| {
+                            effect(tx, key, payload)
+                        })
+                });
             match one {
                 Err(e @ InboxError::BatchEffect { .. }) => return Err(e),
                 one => out.push(one),
             }
         }
-        batch.committed = true;
         batch.state.commit(staged);
+        batch.committed = true;
         Ok(out)
     }
 
@@ -640,5 +650,23 @@ mod tests {
             Err(InboxError::InProgress { .. })
         ));
         assert!(pies(&s).is_empty());
+    }
+
+    #[test]
+    fn a_staged_write_that_panics_leaves_no_key_recorded() {
+        let (mut s, _) = store();
+        let mut s2 = s.clone();
+        let crash = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _ = s2.deliver("o1", b"apple", |tx| {
+                tx.on_commit(|_| panic!("disk gone"));
+                Ok(b"ok".to_vec())
+            });
+        }));
+        assert!(crash.is_err());
+        assert!(
+            s.entries().unwrap().is_empty(),
+            "the key must not outlive its effect"
+        );
+        assert!(s.deliver("o1", b"apple", bake("o1")).unwrap().is_applied());
     }
 }

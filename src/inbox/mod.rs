@@ -1,8 +1,9 @@
 //! The real deduplicating receiver: a durable inbox that applies each order's effect once.
 //!
 //! Every store here runs the same sans-IO decision core, [`crate::dedup::decide`], inside one
-//! atomic step of its own (a SQLite `BEGIN IMMEDIATE` transaction, or a mutex), so the
-//! check-then-act race the models show cannot happen. Two ways to use a store:
+//! atomic step of its own (a SQLite `BEGIN IMMEDIATE` transaction, a PostgreSQL transaction
+//! holding the key's row or unique-index lock, or a mutex), so the check-then-act race the
+//! models show cannot happen. Two ways to use a store:
 //!
 //! - **Transactional effect** ([`InboxStore::deliver`], [`InboxStore::deliver_batch`]): the
 //!   caller's effect runs inside the same transaction that records the key and the effect's
@@ -24,7 +25,8 @@
 //! (about 80 bytes of disk per key in SQLite).
 //!
 //! Stores: `SqliteInbox` (cargo feature `sqlite`: one file, WAL, `synchronous=FULL` by
-//! default) and [`MemoryStore`] (for tests). Every store runs one delivery the same way: check
+//! default), `PgInbox` (feature `postgres`: one database shared by a fleet) and
+//! [`MemoryStore`] (for tests). Every store runs one delivery the same way: check
 //! the key, fingerprint the payload, read the clock, ask the decision core what to do, and
 //! persist the record it says to write (`step.rs`); the stores only load and store.
 //!
@@ -313,7 +315,8 @@ pub trait InboxStore: Sized + Send {
     /// batch, and then nothing from it is recorded: a store fault, or an effect that wrote and
     /// then failed ([`InboxError::BatchEffect`]: undoing one item's writes would take a
     /// savepoint per item, which costs about half the batch's throughput in SQLite). "Wrote"
-    /// means changed rows, as SQLite counts them; schema changes are not noticed.
+    /// means changed rows, as SQLite counts them; schema changes are not noticed. `PgInbox`
+    /// runs each effect in a savepoint, so there any failing effect fails only its item.
     fn deliver_batch<K, P, F>(
         &mut self,
         items: &[(K, P)],
@@ -374,8 +377,11 @@ impl fmt::Display for NotOwnerReason {
     }
 }
 
-/// Everything that can go wrong, each with what to do about it. Whatever the error, nothing
-/// of the failed delivery was recorded.
+/// Everything that can go wrong, each with what to do about it. Nothing of the failed
+/// delivery was recorded — with two exceptions the messages say: after
+/// [`InboxError::ConnectionLost`] the delivery may have committed (retry: it is then a
+/// duplicate), and after [`InboxError::EffectEndedTransaction`] whatever the effect wrote before
+/// ending the transaction stays (the key does not).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InboxError {

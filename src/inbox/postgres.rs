@@ -1,21 +1,25 @@
 //! [`PgInbox`]: the inbox in a PostgreSQL database, shared by a fleet of receivers on many
 //! hosts (cargo feature `postgres`).
 //!
-//! **Isolation and locking.** Transactions run at PostgreSQL's default READ COMMITTED; what
-//! makes a delivery atomic is a row lock on its key, taken before the decision:
-//! - a new key is inserted as a placeholder (`INSERT … ON CONFLICT DO NOTHING`): the
-//!   uncommitted row is this transaction's, and a concurrent delivery of the same key waits on
-//!   it, then sees the committed record (or, if this one rolled back, inserts its own);
-//! - an existing key is read with `SELECT … FOR UPDATE`, which waits for any holder and
-//!   returns the latest committed version.
+//! **Isolation and locking.** Transactions run at PostgreSQL's default READ COMMITTED, and
+//! the key's unique index and row locks make a delivery atomic:
+//! - a key the store does not have takes an optimistic path: the caller's effect runs, then
+//!   `INSERT … ON CONFLICT DO NOTHING` records it. A concurrent delivery of the same key makes
+//!   that insert wait for it and find the key taken; this transaction then rolls back, the
+//!   effect's writes with it, and the answer comes from the winner's record. (So two such
+//!   deliveries may run their effects at the same time; only one commits. An effect that takes
+//!   its own locks may meet the other's and fail, or deadlock: retry it.)
+//! - a key the store has (an expired key, an abandoned claim, and every claim) is locked
+//!   first — a placeholder insert, else `SELECT … FOR UPDATE`, which waits for any holder and
+//!   returns the latest committed version — and decided again under the lock.
+//! - a batch locks all its keys up front, new ones first, each group in key order; each effect
+//!   runs in a savepoint of its own, and the records are written in one statement at the end.
+//!   An effect in a batch that commits on its own commits the earlier items' effects without
+//!   their records: never end the transaction an effect is handed.
 //!
-//! The decision core then runs on the locked record, the caller's effect runs in the same
-//! transaction, and the record is written before `COMMIT`. No serialization failures occur on
-//! this path; two batches that lock the same keys take them in key order, so they do not
-//! deadlock either. Connection loss, and the serialization or deadlock errors an effect's own
-//! queries may hit, come back as retryable errors ([`InboxError::ConnectionLost`],
-//! [`InboxError::Serialization`]): retrying is safe, since a delivery that did commit is
-//! answered as a duplicate.
+//! Connection loss, and the serialization or deadlock errors a transaction may hit, come back
+//! as retryable errors ([`InboxError::ConnectionLost`], [`InboxError::Serialization`]):
+//! retrying is safe, since a delivery that did commit is answered as a duplicate.
 //!
 //! **Schema.** Three objects prefixed `onepie_` in the connection's schema: `onepie_inbox`
 //! (one row per key, as in SQLite), `onepie_meta` (schema version, owner) and the sequence
@@ -25,7 +29,7 @@
 use super::step::{not_owner, Go, Kept, Request};
 use super::{BoxError, Claim, Entry, InboxError, InboxStore, Lease, Outcome, END_OF_TIME};
 use super::{Clock, SystemClock};
-use crate::dedup::{Fingerprint, Millis, Record, Retention, Stage};
+use crate::dedup::{Fingerprint, KeyError, Millis, Record, Retention, Stage};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Statement, Transaction};
 use std::cell::RefCell;
@@ -68,6 +72,8 @@ pub struct PgOptions {
     pub clock: Arc<dyn Clock>,
     /// How long to wait for the server when connecting; default 10 s.
     pub connect_timeout: Duration,
+    /// Create the inbox's tables if absent (default `true`); else [`InboxError::Missing`].
+    pub create: bool,
 }
 
 impl Default for PgOptions {
@@ -76,6 +82,7 @@ impl Default for PgOptions {
             retention: Retention::Forever,
             clock: Arc::new(SystemClock),
             connect_timeout: Duration::from_secs(10),
+            create: true,
         }
     }
 }
@@ -88,6 +95,12 @@ impl PgOptions {
 
     pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Fail with [`InboxError::Missing`] instead of creating the tables: for readers.
+    pub fn existing_only(mut self) -> Self {
+        self.create = false;
         self
     }
 }
@@ -160,17 +173,42 @@ impl fmt::Debug for PgTx<'_> {
     }
 }
 
-/// `url` without a password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
+/// How messages name the server: user, hosts, ports and database from the parsed
+/// connection string (URL or `key=value` form), never its password.
+fn display_name(config: &postgres::Config) -> String {
+    use postgres::config::Host;
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(h, port)| match h {
+            Host::Tcp(h) => format!("{h}:{port}"),
+            Host::Unix(p) => format!("{}:{port}", p.display()),
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// A statement after the caller's effect failed: [`InboxError::EffectEndedTransaction`] if the
+/// effect ended or broke the delivery's transaction (an error it carried on past aborts it;
+/// a `COMMIT` or `ROLLBACK` ends it, and the savepoint with it), else [`pg_err`].
+fn ended_or<'a>(store: &'a str, key: &'a str) -> impl Fn(postgres::Error) -> InboxError + 'a {
+    move |e| match e.code() {
+        Some(c)
+            if *c == SqlState::IN_FAILED_SQL_TRANSACTION
+                || *c == SqlState::NO_ACTIVE_SQL_TRANSACTION
+                || *c == SqlState::S_E_INVALID_SPECIFICATION =>
+        {
+            InboxError::EffectEndedTransaction {
+                key: key.to_owned(),
             }
         }
-        _ => url.to_string(),
+        _ => pg_err(store, e),
     }
 }
 
@@ -213,8 +251,18 @@ fn pg_err(store: &str, e: postgres::Error) -> InboxError {
             path: path(),
             source: e.into(),
         },
-        None => InboxError::ConnectionLost {
-            store,
+        // No SQLSTATE: the connection failed or closed — or the client itself refused
+        // something (a row count, a type), which retrying will not mend.
+        None if e.is_closed()
+            || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) =>
+        {
+            InboxError::ConnectionLost {
+                store,
+                source: e.into(),
+            }
+        }
+        None => InboxError::Storage {
+            path: path(),
             source: e.into(),
         },
     }
@@ -294,11 +342,12 @@ impl PgInbox {
 
     /// Connects to `url` with `opts`.
     pub fn open_with(url: &str, opts: PgOptions) -> Result<Self, InboxError> {
-        let store = redact(url);
         let mut config = postgres::Config::from_str(url).map_err(|e| InboxError::Open {
-            path: PathBuf::from(&store),
+            // Unparsed, so the password cannot be picked out: name no more than the scheme.
+            path: PathBuf::from("the PostgreSQL connection string"),
             source: e.into(),
         })?;
+        let store = display_name(&config);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(opts.connect_timeout);
         }
@@ -311,7 +360,7 @@ impl PgInbox {
         opts: PgOptions,
     ) -> Result<Self, InboxError> {
         let mut client = config.connect(NoTls).map_err(|e| pg_err(&store, e))?;
-        Self::setup(&mut client, &store)?;
+        Self::setup(&mut client, &store, opts.create)?;
         let err = |e| pg_err(&store, e);
         let stmts = Stmts {
             select: client
@@ -367,7 +416,7 @@ impl PgInbox {
     }
 
     /// Creates the schema if absent; refuses foreign or newer ones.
-    fn setup(client: &mut Client, store: &str) -> Result<(), InboxError> {
+    fn setup(client: &mut Client, store: &str, create: bool) -> Result<(), InboxError> {
         let err = |e| pg_err(store, e);
         let path = || PathBuf::from(store);
         let mut tx = client.transaction().map_err(err)?;
@@ -412,6 +461,8 @@ impl PgInbox {
                 path: path(),
                 why: "it has an onepie_inbox table that onepie did not create".into(),
             });
+        } else if !create {
+            return Err(InboxError::Missing { path: path() });
         } else {
             tx.batch_execute(SCHEMA).map_err(err)?;
             tx.execute(
@@ -448,7 +499,12 @@ impl PgInbox {
     }
 
     fn request<'k>(&self, key: &'k str, payload: &[u8]) -> Result<Request<'k>, InboxError> {
-        Request::new(key, payload, self.opts.clock.now(), self.opts.retention)
+        Ok(Request::new(
+            key,
+            payload,
+            self.opts.clock.now(),
+            self.opts.retention,
+        )?)
     }
 }
 
@@ -570,14 +626,7 @@ fn write_all(
                 &keys, &fps, &states, &results, &owners, &leases, &created, &completed, &xid,
             ],
         )
-        .map_err(|e| match e.code() {
-            Some(c) if *c == SqlState::IN_FAILED_SQL_TRANSACTION => {
-                InboxError::EffectEndedTransaction {
-                    key: keys[0].to_owned(),
-                }
-            }
-            _ => pg_err(store, e),
-        })?;
+        .map_err(ended_or(store, keys[0]))?;
     if n != records.len() as u64 {
         return Err(InboxError::EffectEndedTransaction {
             key: keys[0].to_owned(),
@@ -611,15 +660,7 @@ fn write(
                 &xid,
             ],
         )
-        .map_err(|e| match e.code() {
-            // The effect hit an error and carried on: PostgreSQL has aborted the transaction.
-            Some(c) if *c == SqlState::IN_FAILED_SQL_TRANSACTION => {
-                InboxError::EffectEndedTransaction {
-                    key: key.to_owned(),
-                }
-            }
-            _ => pg_err(store, e),
-        })?;
+        .map_err(ended_or(store, key))?;
     if n != 1 {
         return Err(InboxError::EffectEndedTransaction {
             key: key.to_owned(),
@@ -671,14 +712,7 @@ impl InboxStore for PgInbox {
             let (now, fp) = (req.now as i64, &req.fingerprint.0[..]);
             let row = tx
                 .query_one(&stmts.insert_new, &[&key, &fp, &result, &now, &xid])
-                .map_err(|e| match e.code() {
-                    Some(c) if *c == SqlState::IN_FAILED_SQL_TRANSACTION => {
-                        InboxError::EffectEndedTransaction {
-                            key: key.to_owned(),
-                        }
-                    }
-                    _ => pg_err(&store, e),
-                })?;
+                .map_err(ended_or(&store, key))?;
             let (inserted, same_transaction): (i64, bool) = (row.get(0), row.get(1));
             if !same_transaction {
                 return Err(InboxError::EffectEndedTransaction {
@@ -741,7 +775,7 @@ impl InboxStore for PgInbox {
         F: FnMut(&mut PgTx<'_>, &str, &[u8]) -> Result<Vec<u8>, BoxError>,
     {
         let (now, retention) = (self.opts.clock.now(), self.opts.retention);
-        let reqs: Vec<Result<Request<'_>, InboxError>> = items
+        let reqs: Vec<Result<Request<'_>, KeyError>> = items
             .iter()
             .map(|(k, p)| Request::new(k.as_ref(), p.as_ref(), now, retention))
             .collect();
@@ -763,7 +797,7 @@ impl InboxStore for PgInbox {
             let req = match req {
                 Ok(req) => req,
                 Err(e) => {
-                    out.push(Err(clone_key_error(e)));
+                    out.push(Err(e.clone().into()));
                     continue;
                 }
             };
@@ -783,18 +817,7 @@ impl InboxStore for PgInbox {
                 Ok(result) => {
                     etx.tx
                         .batch_execute("RELEASE SAVEPOINT onepie_item; SAVEPOINT onepie_item")
-                        .map_err(|e| match e.code() {
-                            Some(c)
-                                if *c == SqlState::NO_ACTIVE_SQL_TRANSACTION
-                                    || *c == SqlState::S_E_INVALID_SPECIFICATION
-                                    || *c == SqlState::IN_FAILED_SQL_TRANSACTION =>
-                            {
-                                InboxError::EffectEndedTransaction {
-                                    key: req.key.to_owned(),
-                                }
-                            }
-                            _ => pg_err(&store, e),
-                        })?;
+                        .map_err(ended_or(&store, req.key))?;
                     let new = go.completed(result.clone());
                     kept.insert(req.key, Some(new));
                     written.insert(req.key);
@@ -803,9 +826,7 @@ impl InboxStore for PgInbox {
                 Err(source) => {
                     etx.tx
                         .batch_execute("ROLLBACK TO SAVEPOINT onepie_item")
-                        .map_err(|_| InboxError::EffectEndedTransaction {
-                            key: req.key.to_owned(),
-                        })?;
+                        .map_err(ended_or(&store, req.key))?;
                     out.push(Err(InboxError::Effect {
                         key: req.key.to_owned(),
                         source,
@@ -884,14 +905,8 @@ impl InboxStore for PgInbox {
             .borrow_mut()
             .query_opt(&self.stmts.select, &[&key])
             .map_err(self.err())?;
-        row.map(|r| {
-            decode(&r, &self.store).map(|k| Entry {
-                key: key.to_owned(),
-                record: k.record,
-                created_at: k.created_at,
-            })
-        })
-        .transpose()
+        row.map(|r| decode(&r, &self.store).map(|k| k.into_entry(key.to_owned())))
+            .transpose()
     }
 
     fn entries(&self) -> Result<Vec<Entry>, InboxError> {
@@ -905,13 +920,7 @@ impl InboxStore for PgInbox {
             )
             .map_err(self.err())?;
         rows.iter()
-            .map(|r| {
-                decode(r, &self.store).map(|k| Entry {
-                    key: r.get("key"),
-                    record: k.record,
-                    created_at: k.created_at,
-                })
-            })
+            .map(|r| decode(r, &self.store).map(|k| k.into_entry(r.get("key"))))
             .collect()
     }
 
@@ -950,31 +959,30 @@ impl PgInbox {
     }
 }
 
-/// An item's key error again, for its slot in a batch's answers.
-fn clone_key_error(e: &InboxError) -> InboxError {
-    match e {
-        InboxError::InvalidKey(k) => InboxError::InvalidKey(k.clone()),
-        other => InboxError::Storage {
-            path: PathBuf::new(),
-            source: other.to_string().into(),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn passwords_are_not_repeated_in_messages() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/orders"),
-            "postgres://app:***@db:5432/orders"
-        );
-        assert_eq!(
-            redact("postgres://app@db/orders"),
-            "postgres://app@db/orders"
-        );
-        assert_eq!(redact("host=db user=app"), "host=db user=app");
+        for (url, name) in [
+            (
+                "postgres://app:s3cret@db:5433/orders",
+                "postgres://app@db:5433/orders",
+            ),
+            (
+                "postgres://app@db/orders?password=s3cret",
+                "postgres://app@db:5432/orders",
+            ),
+            (
+                "host=db user=app password=s3cret dbname=orders",
+                "postgres://app@db:5432/orders",
+            ),
+        ] {
+            assert_eq!(
+                display_name(&postgres::Config::from_str(url).unwrap()),
+                name
+            );
+        }
     }
 }

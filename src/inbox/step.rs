@@ -5,7 +5,9 @@
 //! and persist records, in one transaction around this.
 
 use super::{Claim, InboxError, Lease, Outcome, END_OF_TIME};
-use crate::dedup::{self, Decision, Fingerprint, Millis, Record, Retention, Stage, Token};
+use crate::dedup::{
+    self, Decision, Fingerprint, KeyError, Millis, Record, Retention, Stage, Token,
+};
 use std::time::Duration;
 
 /// What a store keeps for one key: its record and when its history began.
@@ -13,6 +15,17 @@ use std::time::Duration;
 pub(crate) struct Kept {
     pub record: Record<Vec<u8>>,
     pub created_at: Millis,
+}
+
+impl Kept {
+    /// What [`super::InboxStore::get`] answers for `key`.
+    pub fn into_entry(self, key: String) -> super::Entry {
+        super::Entry {
+            key,
+            record: self.record,
+            created_at: self.created_at,
+        }
+    }
 }
 
 /// A delivery or claim, checked and stamped.
@@ -50,7 +63,7 @@ impl<'a> Request<'a> {
         payload: &[u8],
         now: Millis,
         retention: Retention,
-    ) -> Result<Self, InboxError> {
+    ) -> Result<Self, KeyError> {
         dedup::validate_key(key)?;
         Ok(Request {
             key,
@@ -172,7 +185,6 @@ mod tests {
         assert_eq!(lease_end(5, Duration::from_millis(10)), 15);
         assert_eq!(lease_end(5, Duration::MAX), END_OF_TIME);
         assert_eq!(lease_end(END_OF_TIME, Duration::from_secs(1)), END_OF_TIME);
-        assert!(END_OF_TIME <= i64::MAX as u64);
     }
 
     #[test]

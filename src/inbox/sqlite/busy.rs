@@ -15,7 +15,14 @@ use std::time::{Duration, Instant};
 pub(super) fn patient(timeout: Duration) -> impl FnMut(i32) -> bool + Send + 'static {
     let mut since = Instant::now();
     // xorshift64, seeded per connection: naps need jitter, not quality.
-    let mut seed = (since.elapsed().as_nanos() as u64 ^ (&since as *const _ as u64)) | 1;
+    let mut seed = {
+        use std::hash::{BuildHasher, Hasher};
+        // A fresh random seed per connection, so handles opened together do not nap in step.
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+            | 1
+    };
     move |count| {
         if count == 0 {
             since = Instant::now();

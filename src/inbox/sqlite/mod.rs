@@ -231,7 +231,12 @@ impl SqliteInbox {
     }
 
     fn request<'k>(&self, key: &'k str, payload: &[u8]) -> Result<Request<'k>, InboxError> {
-        Request::new(key, payload, self.opts.clock.now(), self.opts.retention)
+        Ok(Request::new(
+            key,
+            payload,
+            self.opts.clock.now(),
+            self.opts.retention,
+        )?)
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction and commits if it returned `Ok(true)`.
@@ -313,6 +318,7 @@ impl InboxStore for SqliteInbox {
             for (key, payload) in items {
                 let (key, payload) = (key.as_ref(), payload.as_ref());
                 let one = Request::new(key, payload, now, retention)
+                    .map_err(InboxError::from)
                     .and_then(|req| txn.deliver(req, true, |etx| effect(etx, key, payload)));
                 match one {
                     Err(e) if !is_item_error(&e) => return Err(e),
@@ -376,11 +382,7 @@ impl InboxStore for SqliteInbox {
 
     fn get(&self, key: &str) -> Result<Option<Entry>, InboxError> {
         crate::dedup::validate_key(key)?;
-        Ok(rows::load(&self.conn, self.at(), key)?.map(|k| Entry {
-            key: key.to_owned(),
-            record: k.record,
-            created_at: k.created_at,
-        }))
+        Ok(rows::load(&self.conn, self.at(), key)?.map(|k| k.into_entry(key.to_owned())))
     }
 
     fn entries(&self) -> Result<Vec<Entry>, InboxError> {
@@ -392,11 +394,7 @@ impl InboxStore for SqliteInbox {
         let mut all = Vec::new();
         for row in rows {
             let (key, k) = row.map_err(|e| at.err(e))??;
-            all.push(Entry {
-                key,
-                record: k.record,
-                created_at: k.created_at,
-            });
+            all.push(k.into_entry(key));
         }
         Ok(all)
     }

@@ -4,7 +4,7 @@
 use super::busy::patient;
 use super::errors::At;
 use super::SqliteInbox;
-use crate::inbox::{Clock, InboxError, Retention, SystemClock};
+use crate::inbox::{Clock, InboxError, Retention, SystemClock, END_OF_TIME};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,8 +83,12 @@ pub struct SqliteOptions {
     /// Create the file if it does not exist (default `true`).
     pub create: bool,
     /// Open read-only (default `false`): reads work, every write is [`InboxError::ReadOnly`].
-    /// A file no one has open is read without creating anything beside it.
     pub read_only: bool,
+    /// With `read_only`: a one-shot snapshot (default `false`). A file no one has open is then
+    /// read without locks and without creating anything beside it (SQLite's `immutable`), even
+    /// in a read-only directory — but the handle does not see later writes, so do not keep it
+    /// open while others write. What `onepie inbox show` uses.
+    pub snapshot: bool,
 }
 
 impl Default for SqliteOptions {
@@ -96,6 +100,7 @@ impl Default for SqliteOptions {
             clock: Arc::new(SystemClock),
             create: true,
             read_only: false,
+            snapshot: false,
         }
     }
 }
@@ -132,6 +137,12 @@ impl SqliteOptions {
         self.read_only = true;
         self.create = false;
         self
+    }
+
+    /// Open read-only as a one-shot snapshot (see [`SqliteOptions::snapshot`]).
+    pub fn snapshot(mut self) -> Self {
+        self.snapshot = true;
+        self.read_only()
     }
 }
 
@@ -201,18 +212,22 @@ fn wal_of(path: &Path) -> PathBuf {
     PathBuf::from(wal)
 }
 
-/// Opens `path` read-only. A file with no `-wal` beside it has no writer right now (a WAL
-/// connection keeps one while it is open), so it is opened immutable: SQLite would otherwise
-/// create `-wal` and `-shm` next to it, even next to a file it then refuses, and could not read
-/// it at all in a read-only directory.
-fn open_for_reading(path: &Path, at: At<'_>) -> Result<Connection, InboxError> {
+/// Opens `path` read-only; with `untouched`, a file with no `-wal` beside it (no writer has it
+/// open: a WAL connection keeps one while it is open) is opened immutable, since SQLite would
+/// otherwise create `-wal` and `-shm` next to it — even next to a file it then refuses — and
+/// could not read it at all in a read-only directory. Immutable means no locks and no change
+/// detection: right for a quick look, wrong for a handle kept open.
+fn open_for_reading(path: &Path, untouched: bool, at: At<'_>) -> Result<Connection, InboxError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = if wal_of(path).exists() {
-        Connection::open_with_flags(path, flags)
-    } else {
+    let mut conn = if untouched && !wal_of(path).exists() {
         Connection::open_with_flags(untouched_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
-    };
-    conn.map_err(|e| at.err(e))
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
+    .map_err(|e| at.err(e))?;
+    conn.busy_handler(Some(patient(at.busy_timeout)))
+        .map_err(|e| at.err(e))?;
+    Ok(conn)
 }
 
 impl SqliteInbox {
@@ -266,19 +281,26 @@ impl SqliteInbox {
             return Err(InboxError::Missing { path });
         }
         if opts.read_only {
-            let conn = open_for_reading(&path, at)?;
-            if identify(&conn, at)? == Kind::Fresh {
+            // Identify without touching; then keep a live handle unless a snapshot was asked for.
+            let probe = open_for_reading(&path, true, at)?;
+            if identify(&probe, at)? == Kind::Fresh {
                 return Err(InboxError::NotAnInbox {
                     path,
                     why: "it is empty: no inbox was created in it yet".into(),
                 });
             }
+            let conn = if opts.snapshot {
+                probe
+            } else {
+                drop(probe);
+                open_for_reading(&path, false, at)?
+            };
             return Ok(SqliteInbox { conn, path, opts });
         }
         if exists {
             // Look before opening for writing: a file that is not ours must be left exactly
             // as it was, with nothing new beside it.
-            identify(&open_for_reading(&path, at)?, at)?;
+            identify(&open_for_reading(&path, true, at)?, at)?;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -309,9 +331,12 @@ impl SqliteInbox {
                 .map_err(|e| at.err(e))?;
             match identify(&tx, at)? {
                 Kind::Fresh => tx.execute_batch(&schema()),
-                Kind::Inbox(v) if v < SCHEMA_VERSION => {
-                    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-                }
+                // Version 1 stored an unbounded lease as a negative `lease_until`, which
+                // `prune` would delete while held: it becomes the end of time.
+                Kind::Inbox(v) if v < SCHEMA_VERSION => tx.execute_batch(&format!(
+                    "UPDATE inbox SET lease_until = {END_OF_TIME} WHERE state = 0 AND lease_until < 0;
+                     PRAGMA user_version = {SCHEMA_VERSION}"
+                )),
                 Kind::Inbox(_) => Ok(()),
             }
             .map_err(|e| at.err(e))?;

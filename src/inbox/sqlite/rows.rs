@@ -92,11 +92,7 @@ impl<'c> Stmts<'c> {
 
     /// What the file holds for `key`.
     pub fn load(&mut self, at: At<'_>, key: &str) -> Result<Option<Kept>, InboxError> {
-        let mut rows = self.select.query([key]).map_err(|e| at.err(e))?;
-        match rows.next().map_err(|e| at.err(e))? {
-            None => Ok(None),
-            Some(row) => Ok(Some(decode(row, at).map_err(|e| at.err(e))??.1)),
-        }
+        load_with(&mut self.select, at, key)
     }
 
     /// Writes `key`'s row. A fresh key is inserted; an existing row is replaced only if it is
@@ -165,7 +161,20 @@ impl<'c> Stmts<'c> {
     }
 }
 
-/// What the file holds for `key`, outside any delivery.
+/// What the file holds for `key`, outside any delivery (one statement prepared, not two).
 pub(super) fn load(conn: &Connection, at: At<'_>, key: &str) -> Result<Option<Kept>, InboxError> {
-    Stmts::new(conn, at)?.load(at, key)
+    let mut select = conn.prepare_cached(SELECT_ONE).map_err(|e| at.err(e))?;
+    load_with(&mut select, at, key)
+}
+
+fn load_with(
+    select: &mut CachedStatement<'_>,
+    at: At<'_>,
+    key: &str,
+) -> Result<Option<Kept>, InboxError> {
+    let mut rows = select.query([key]).map_err(|e| at.err(e))?;
+    match rows.next().map_err(|e| at.err(e))? {
+        None => Ok(None),
+        Some(row) => Ok(Some(decode(row, at).map_err(|e| at.err(e))??.1)),
+    }
 }

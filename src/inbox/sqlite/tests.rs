@@ -708,10 +708,7 @@ fn threads_opening_a_new_file_at_once_all_succeed() {
             })
         })
         .collect();
-    let applied = threads
-        .into_iter()
-        .filter(|_| true)
-        .map(|t| t.join().unwrap());
+    let applied = threads.into_iter().map(|t| t.join().unwrap());
     assert_eq!(applied.filter(|&a| a).count(), 1);
 }
 
@@ -828,21 +825,35 @@ fn refused_files_get_nothing_beside_them() {
 }
 
 #[test]
-fn reading_a_quiet_inbox_creates_nothing_beside_it() {
+fn a_snapshot_of_a_quiet_inbox_creates_nothing_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inbox.db");
     deliver(&mut SqliteInbox::open(&path).unwrap(), "o1", "apple").unwrap();
     let count = || std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(count(), 1, "the last connection removes -wal and -shm");
-    let ro = SqliteInbox::open_with(&path, SqliteOptions::default().read_only()).unwrap();
-    assert_eq!(ro.entries().unwrap().len(), 1);
+    let snap = SqliteInbox::open_with(&path, SqliteOptions::default().snapshot()).unwrap();
+    assert_eq!(snap.entries().unwrap().len(), 1);
     assert_eq!(count(), 1);
-    // While a writer has it open, a reader goes through SQLite's shared memory and sees the
+    // While a writer has it open, a snapshot goes through SQLite's shared memory and sees the
     // writer's latest commit.
     let mut writer = SqliteInbox::open(&path).unwrap();
     deliver(&mut writer, "o2", "plum").unwrap();
+    let snap = SqliteInbox::open_with(&path, SqliteOptions::default().snapshot()).unwrap();
+    assert_eq!(snap.entries().unwrap().len(), 2);
+}
+
+#[test]
+fn a_read_only_handle_opened_on_a_quiet_inbox_sees_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.db");
+    deliver(&mut SqliteInbox::open(&path).unwrap(), "o1", "apple").unwrap();
     let ro = SqliteInbox::open_with(&path, SqliteOptions::default().read_only()).unwrap();
-    assert_eq!(ro.entries().unwrap().len(), 2);
+    let mut writer = SqliteInbox::open(&path).unwrap();
+    for i in 0..50 {
+        deliver(&mut writer, &format!("k{i}"), "plum").unwrap();
+    }
+    // The writes are in the writer's -wal, which only a live handle reads.
+    assert_eq!(ro.entries().unwrap().len(), 51);
 }
 
 #[test]
@@ -868,6 +879,12 @@ fn a_version_1_file_is_read_and_upgraded() {
             [&Fingerprint::of(b"apple").0],
         )
         .unwrap();
+        // Version 1's unbounded lease: u64::MAX stored as -1.
+        v1.execute(
+            "INSERT INTO inbox (key, fingerprint, state, owner, lease_until, created_at) VALUES ('o2', ?1, 0, 1, -1, 5)",
+            [&Fingerprint::of(b"plum").0],
+        )
+        .unwrap();
     }
     let ro = SqliteInbox::open_with(&path, SqliteOptions::default().read_only()).unwrap();
     assert_eq!(
@@ -888,6 +905,15 @@ fn a_version_1_file_is_read_and_upgraded() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
+    // The held claim is still held, and a pruning handle keeps it.
+    drop(inbox);
+    let opts = SqliteOptions::default().with_retention(Retention::Window(1));
+    let mut inbox = SqliteInbox::open_with(&path, opts).unwrap();
+    assert_eq!(inbox.prune().unwrap(), 1, "o1, completed long ago; not o2");
+    assert!(matches!(
+        deliver(&mut inbox, "o2", "plum"),
+        Err(InboxError::InProgress { .. })
+    ));
 }
 
 #[test]
