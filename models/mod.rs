@@ -32,8 +32,10 @@ pub mod idempotent_house;
 pub mod lease_fenced_dedup;
 pub mod lease_fencing;
 pub mod lease_no_fencing;
+pub mod per_host_dedup;
 pub mod producer_retry;
 pub mod record_first;
+pub mod shared_dedup_fleet;
 
 use serde::Serialize;
 use std::fmt;
@@ -189,7 +191,9 @@ impl From<customer::PhoneWorld> for AnyWorld {
 impl AnyWorld {
     /// What the cast's symmetry treats as interchangeable.
     pub fn reduction(&self) -> &'static str {
+        let reduced = with_world!(self, w => w.symmetry.is_some());
         match self {
+            _ if !reduced => "none",
             AnyWorld::Pizzeria(_) => pizzeria::SYMMETRY,
             AnyWorld::Timed(_) => clocks::SYMMETRY,
             AnyWorld::Lease(_) => leases::SYMMETRY,
@@ -232,6 +236,7 @@ pub fn designs() -> Vec<&'static Design> {
         &ack_before_work::DESIGN,
         &ack_after_work::DESIGN,
         &idempotent_house::DESIGN,
+        &shared_dedup_fleet::DESIGN,
         &deadline::DESIGN,
         &deadline_thin_margin::DESIGN,
         &deadline_unbounded::DESIGN,
@@ -241,6 +246,7 @@ pub fn designs() -> Vec<&'static Design> {
         &lease_fenced_dedup::DESIGN,
         &check_then_act::DESIGN,
         &forgetful_house::DESIGN,
+        &per_host_dedup::DESIGN,
         &dedup_window::DESIGN,
         &record_first::DESIGN,
         &accept_first::DESIGN,

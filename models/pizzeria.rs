@@ -50,6 +50,10 @@ pub enum Door {
     RecordFirst,
     /// Accepts the pie in one step and records the ID (durably) in the next; one pie at a time.
     AcceptFirst,
+    /// The idempotent door, but the fleet of receivers does not share it: each worker's host
+    /// keeps its own durable store (a SQLite file per host), so every house has one door per
+    /// worker, each with a memory of its own.
+    PerHost,
 }
 
 impl Door {
@@ -302,10 +306,14 @@ pub enum Pizzeria {
         policy: QueuePolicy,
         queue: Id,
         first_house: usize,
+        /// Houses' doors per order: 1, or one per worker's host ([`Door::PerHost`]).
+        doors: usize,
     },
     House {
         no: usize,
         door: Door,
+        /// With [`Door::PerHost`]: the host (the worker's number) whose store this door is.
+        host: Option<usize>,
     },
 }
 
@@ -335,7 +343,10 @@ impl Actor for Pizzeria {
         match self {
             Pizzeria::Queue { .. } => "queue".into(),
             Pizzeria::Worker { no, .. } => format!("worker {no}"),
-            Pizzeria::House { no, .. } => format!("house {no}"),
+            Pizzeria::House { no, host: None, .. } => format!("house {no}"),
+            Pizzeria::House {
+                no, host: Some(h), ..
+            } => format!("house {no} via host {h}"),
         }
     }
 
@@ -483,7 +494,10 @@ impl Actor for Pizzeria {
                         }
                         let then = match door {
                             // Check and record in one step.
-                            Door::Idempotent | Door::Forgetful | Door::Window { .. } => {
+                            Door::Idempotent
+                            | Door::PerHost
+                            | Door::Forgetful
+                            | Door::Window { .. } => {
                                 remember(state, *door, order, now, o);
                                 o.send(src, Msg::Receipt { order, kept: true });
                                 return;
@@ -573,10 +587,20 @@ impl Actor for Pizzeria {
                 set_slot(state, order, Slot::Visible);
                 o.choose_random(choice_key(order), handouts(order, workers));
             }
-            (Pizzeria::Worker { first_house, .. }, &Timer::Baked { order }) if matches!(&**state, PizzeriaState::Worker { baking, .. } if baking.contains(&order)) =>
+            (
+                Pizzeria::Worker {
+                    no,
+                    first_house,
+                    doors,
+                    ..
+                },
+                &Timer::Baked { order },
+            ) if matches!(&**state, PizzeriaState::Worker { baking, .. } if baking.contains(&order)) =>
             {
                 worker_mut(state).0.remove(&order);
-                o.send(Id::from(first_house + order as usize), Msg::Pie { order });
+                // The door of this worker's host, where each host has its own.
+                let door = first_house + order as usize * doors + if *doors > 1 { *no } else { 0 };
+                o.send(Id::from(door), Msg::Pie { order });
             }
             _ => {}
         }
@@ -651,9 +675,16 @@ pub struct PizzeriaCfg {
 }
 
 impl PizzeriaCfg {
-    /// The design's world at sizes `p`, with symmetry reduction over workers and orders.
+    /// The design's world at sizes `p`, with symmetry reduction over workers and orders (none
+    /// for per-host doors: a worker and its host's doors would have to move together, and the
+    /// reduction does not know that layout).
     pub fn into_world(self, p: &Params) -> PizzeriaWorld {
-        world(p, self.queue, self.door, self.house_may_crash).with_symmetry(representative)
+        let world = world(p, self.queue, self.door, self.house_may_crash);
+        if self.door == Door::PerHost {
+            world
+        } else {
+            world.with_symmetry(representative)
+        }
     }
 }
 
@@ -662,6 +693,11 @@ fn world(p: &Params, policy: QueuePolicy, door: Door, houses_crash: bool) -> Piz
     let queue = Id::from(0);
     let workers: Vec<Id> = (1..=p.workers as usize).map(Id::from).collect();
     let first_house = 1 + p.workers as usize;
+    let doors = if door == Door::PerHost {
+        p.workers as usize
+    } else {
+        1
+    };
     let mut model = ActorModel::new(
         Setup {
             workers: p.workers as usize,
@@ -686,12 +722,16 @@ fn world(p: &Params, policy: QueuePolicy, door: Door, houses_crash: bool) -> Piz
             policy,
             queue,
             first_house,
+            doors,
         });
     }
     for no in 0..p.orders as usize {
-        model = model.actor(Pizzeria::House { no, door });
+        for h in 0..doors {
+            let host = (doors > 1).then_some(h);
+            model = model.actor(Pizzeria::House { no, door, host });
+        }
     }
-    let actors = 1 + p.workers as usize + p.orders as usize;
+    let actors = first_house + p.orders as usize * doors;
     let crashable = (0..actors)
         .map(|i| (1..first_house).contains(&i) || (i >= first_house && houses_crash))
         .collect();

@@ -403,6 +403,49 @@ fn forgetful_house_keeps_a_redelivery_after_a_restart() {
     assert_eq!(verdicts_at(d.name, &no_crash), expect(Holds, Holds));
 }
 
+/// A fleet whose hosts each keep their own store: the second host never asks the first host's
+/// memory. With one host the split is gone and the same door holds.
+#[test]
+fn per_host_dedup_keeps_a_redelivery_on_another_host() {
+    let d = design("per-host-dedup");
+    story(
+        d.name,
+        &d.defaults,
+        expect(Violated, Holds),
+        AT_MOST_ONE_PIE,
+        9,
+        &[
+            (
+                5,
+                "house 0 via host 0 receives a pie for order 0 from worker 0",
+            ),
+            (5, "order 0 has its pie"),
+            (
+                9,
+                "house 0 via host 1 receives a pie for order 0 from worker 1",
+            ),
+            (9, "a SECOND pie for order 0"),
+        ],
+    );
+    let one_host = Params {
+        workers: 1,
+        ..d.defaults
+    };
+    assert_eq!(verdicts_at(d.name, &one_host), expect(Holds, Holds));
+}
+
+/// The same fleet sharing one store holds with more hosts and more orders than its default.
+#[test]
+fn shared_dedup_fleet_holds_with_three_hosts_and_two_orders() {
+    let d = design("shared-dedup-fleet");
+    let p = Params {
+        orders: 2,
+        workers: 3,
+        ..d.defaults
+    };
+    assert_eq!(verdicts_at(d.name, &p), expect(Holds, Holds));
+}
+
 #[test]
 fn dedup_window_keeps_a_redelivery_after_the_window() {
     let d = design("dedup-window");

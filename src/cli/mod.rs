@@ -425,11 +425,14 @@ pub fn write_table(
         }
     }
     writeln!(out)?;
-    writeln!(
-        out,
-        "Checked exhaustively within these bounds (with symmetry reduction, states count one per \
-         class of interchangeable workers or orders):"
-    )?;
+    // State counts under a reduction are classes, not states: say so only when one was used.
+    let reduced = if reports.iter().any(|(_, r)| r.reduction != "none") {
+        " (with symmetry reduction, a design's states count one per class of interchangeable \
+         workers or orders)"
+    } else {
+        ""
+    };
+    writeln!(out, "Checked exhaustively within these bounds{reduced}:")?;
     for (_, report) in reports {
         writeln!(
             out,
