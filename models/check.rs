@@ -186,6 +186,37 @@ pub enum CheckError {
     },
 }
 
+impl CheckOptions {
+    /// The search engine's options for checking `design`.
+    pub fn search_options(&self, design: &str) -> SearchOptions {
+        SearchOptions {
+            strategy: self.strategy,
+            threads: self.threads,
+            symmetry: self.symmetry,
+            visited: self.visited,
+            max_states: self.max_states,
+            max_memory: self.max_memory,
+            progress: self.progress.then(|| design.to_string()),
+        }
+    }
+}
+
+/// The error for a search of `design` that stopped at one of `opts`' limits.
+pub fn stopped(design: &'static str, opts: &CheckOptions, stop: Stop) -> CheckError {
+    match stop {
+        Stop::TooManyStates { generated } => CheckError::TooManyStates {
+            design,
+            bound: opts.max_states,
+            generated,
+        },
+        Stop::TooMuchMemory { rss } => CheckError::TooMuchMemory {
+            design,
+            bound: opts.max_memory.unwrap_or(0) / 1_000_000,
+            used: rss / 1_000_000,
+        },
+    }
+}
+
 /// Checks `world` and reports every property. Generic over the design's actors.
 /// `reduction` names what the design's symmetry makes interchangeable.
 pub fn run<A, C>(
@@ -204,30 +235,8 @@ where
     A::Storage: Send + Sync,
     C: Send + Sync + 'static,
 {
-    let outcome: Outcome<World<A, C>> = search::search(
-        &world,
-        &SearchOptions {
-            strategy: opts.strategy,
-            threads: opts.threads,
-            symmetry: opts.symmetry,
-            visited: opts.visited,
-            max_states: opts.max_states,
-            max_memory: opts.max_memory,
-            progress: opts.progress.then(|| design.to_string()),
-        },
-    )
-    .map_err(|stop| match stop {
-        Stop::TooManyStates { generated } => CheckError::TooManyStates {
-            design,
-            bound: opts.max_states,
-            generated,
-        },
-        Stop::TooMuchMemory { rss } => CheckError::TooMuchMemory {
-            design,
-            bound: opts.max_memory.unwrap_or(0) / 1_000_000,
-            used: rss / 1_000_000,
-        },
-    })?;
+    let outcome: Outcome<World<A, C>> = search::search(&world, &opts.search_options(design))
+        .map_err(|stop| stopped(design, opts, stop))?;
     let properties = outcome
         .properties
         .into_iter()
@@ -460,15 +469,38 @@ where
     A::Random: Display,
     C: 'static,
 {
+    let (init, steps) = replay_steps(world, explorer_path)?;
+    Some(steps.into_iter().last().map_or(init, |(_, _, next)| next))
+}
+
+/// One step of a replayed path: the state before, the action, the state after.
+pub type Step<A> = (State<A>, Action<A>, State<A>);
+
+/// Replays `explorer_path` on `world`: its initial state and every step.
+pub fn replay_steps<A, C>(
+    world: &World<A, C>,
+    explorer_path: &str,
+) -> Option<(State<A>, Vec<Step<A>>)>
+where
+    A: Actor,
+    A::Msg: Ord + Message,
+    A::Timer: Ord + Display,
+    A::Random: Display,
+    C: 'static,
+{
     let mut indices = explorer_path.split('/').map(|i| i.parse::<usize>().ok());
-    let mut state = world.init_states().get(indices.next()??)?.clone();
+    let init = world.init_states().get(indices.next()??)?.clone();
+    let mut state = init.clone();
+    let mut steps = Vec::new();
     for index in indices {
         let mut actions = Vec::new();
         world.actions(&state, &mut actions);
         let action = actions.get(index?)?.clone();
-        state = world.next_state(&state, action)?;
+        let next = world.next_state(&state, action.clone())?;
+        steps.push((state, action, next.clone()));
+        state = next;
     }
-    Some(state)
+    Some((init, steps))
 }
 
 /// What a replayed counterexample ends in, for re-checking it with the classifier.

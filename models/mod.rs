@@ -10,6 +10,7 @@ pub mod clocks;
 pub mod customer;
 pub mod engine;
 pub mod explore;
+pub mod house;
 pub mod leases;
 pub mod pizzeria;
 pub mod proofs;
@@ -221,6 +222,31 @@ impl Design {
     /// Replays an explorer path (as in a counterexample) and says how it ends.
     pub fn ending(&self, params: &Params, explorer_path: &str) -> Option<check::Ending> {
         with_world!((self.world)(params), w => check::ending(&w, explorer_path))
+    }
+
+    /// Whether some house of the design stands for the real inbox (see [`house`]).
+    pub fn has_store_house(&self, params: &Params) -> bool {
+        use house::StoreHouse;
+        use stateright::Model;
+        with_world!((self.world)(params), w => w.init_states().iter().any(|s| {
+            w.inner
+                .actors
+                .iter()
+                .zip(&s.actor_states)
+                .any(|(actor, state)| actor.remembered(state).is_some())
+        }))
+    }
+
+    /// Every distinct step the design's real-inbox houses take, from an exhaustive search at
+    /// `params` (see [`house::explore`]).
+    pub fn house_steps(
+        &self,
+        params: &Params,
+        opts: &CheckOptions,
+    ) -> Result<house::Explored, CheckError> {
+        let search = opts.search_options(self.name);
+        with_world!((self.world)(params), w => house::explore(&w, &search))
+            .map_err(|stop| check::stopped(self.name, opts, stop))
     }
 
     /// Serves Stateright's explorer for the design at `params` on `addr` (blocks).

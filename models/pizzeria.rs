@@ -783,3 +783,51 @@ pub const SYMMETRY: &str = "workers and orders";
 
 /// The world type of every pizzeria design.
 pub type PizzeriaWorld = World<Pizzeria, Setup>;
+
+/// The inbox's key for an order.
+fn store_key(order: Order) -> String {
+    format!("order-{order}")
+}
+
+/// Houses with the idempotent or per-host door stand for the real inbox (see
+/// [`super::house`]); the broken doors do not: each is the inbox with one thing wrong.
+impl super::house::StoreHouse for Pizzeria {
+    fn remembered(&self, state: &PizzeriaState) -> Option<super::house::Remembered> {
+        match (self, state) {
+            (
+                Pizzeria::House {
+                    door: Door::Idempotent | Door::PerHost,
+                    ..
+                },
+                PizzeriaState::House { memory, .. },
+            ) => Some(
+                memory
+                    .iter()
+                    .map(|(&o, r)| (store_key(o), r.clone()))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn delivery(&self, _state: &PizzeriaState, msg: &Msg) -> Option<(String, Vec<u8>)> {
+        match *msg {
+            // The payload whose fingerprint the door decides on.
+            Msg::Pie { order } => Some((store_key(order), super::world::pie_payload(order))),
+            _ => None,
+        }
+    }
+
+    fn recovered(&self, storage: Option<&Memory>) -> super::house::Remembered {
+        storage
+            .map(|m| m.iter().map(|(&o, r)| (store_key(o), r.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    fn clock(&self, state: &PizzeriaState) -> crate::dedup::Millis {
+        match state {
+            PizzeriaState::House { now, .. } => u64::from(*now),
+            _ => 0,
+        }
+    }
+}

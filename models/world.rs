@@ -445,7 +445,12 @@ where
 /// The payload fingerprint of an order's pie, as every deduplicating house hands it to
 /// [`crate::dedup::decide`].
 pub fn pie_fingerprint(order: Order) -> crate::dedup::Fingerprint {
-    crate::dedup::Fingerprint::of(&[order])
+    crate::dedup::Fingerprint::of(&pie_payload(order))
+}
+
+/// The payload of an order's pie, as a real store is handed it (see [`super::house`]).
+pub fn pie_payload(order: Order) -> Vec<u8> {
+    vec![order]
 }
 
 /// The key of the queue's random choice of worker for an order.

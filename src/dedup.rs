@@ -47,7 +47,7 @@ impl fmt::Debug for Fingerprint {
 }
 
 /// Where a key's delivery stands in the store.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Stage<R> {
     /// Claimed by `owner` until `lease_until`; the effect may or may not have run.
     InProgress { owner: Token, lease_until: Millis },
@@ -56,7 +56,7 @@ pub enum Stage<R> {
 }
 
 /// What the store remembers about one key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Record<R> {
     pub fingerprint: Fingerprint,
     pub stage: Stage<R>,

@@ -23,5 +23,8 @@ pub mod testkit;
 #[path = "../models/mod.rs"]
 pub mod models;
 
+#[cfg(feature = "conform")]
+pub mod conform;
+
 #[cfg(feature = "cli")]
 pub mod cli;

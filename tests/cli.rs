@@ -204,3 +204,43 @@ fn json_says_how_the_states_were_searched() {
     assert!(r["seconds"].as_f64().unwrap() > 0.0);
     assert!(r["bytes_per_state"].as_f64().unwrap() > 8.0);
 }
+
+#[test]
+fn conform_replays_house_steps_and_refuses_bad_input_in_one_line() {
+    let out = onepie(&["conform", "idempotency-key", "--store", "memory"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("replayed on memory") && stdout.contains(": 0 divergences"));
+    assert!(stdout.contains("1 design(s), 2 distinct house steps replayed, 0 divergence(s)"));
+
+    let out = onepie(&["conform", "idempotency-key", "--json"]);
+    assert!(out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r[0]["design"], "idempotency-key");
+    assert_eq!(r[0]["divergences"].as_array().unwrap().len(), 0);
+    assert!(r[0]["store"].as_str().unwrap().starts_with("sqlite "));
+
+    // A server that is not there is worth retrying (75), as for `onepie inbox`.
+    for (args, says, code) in [
+        (
+            &["conform", "ack-after-work"][..],
+            "`ack-after-work` has no house that stands for the real inbox; these do: idempotent-house",
+            1,
+        ),
+        (&["conform", "idempotency-key", "--store", "oven"], "`oven` is not a store", 1),
+        (&["conform", "no-such-design"], "unknown design", 1),
+        (
+            &["conform", "idempotency-key", "--store", "postgres://nobody@127.0.0.1:1/none"],
+            "postgres",
+            75,
+        ),
+    ] {
+        let out = onepie(args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        let stderr = text(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("onepie:")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        assert!(errors[0].contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

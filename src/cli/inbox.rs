@@ -99,7 +99,7 @@ fn payload_bytes(payload: Option<OsString>, file: Option<&Path>) -> Result<Vec<u
 }
 
 /// `store` as a PostgreSQL URL, if it is one (the scheme in any case).
-fn postgres_url(store: &Path) -> Option<&str> {
+pub(super) fn postgres_url(store: &Path) -> Option<&str> {
     store.to_str().filter(|s| {
         let lower = s.to_ascii_lowercase();
         lower.starts_with("postgres://") || lower.starts_with("postgresql://")

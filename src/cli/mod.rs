@@ -4,6 +4,7 @@
 //! one line on stderr and an exit code. Output into a closed pipe (`onepie list | head -3`)
 //! ends the command quietly, as `ls` and `rg` do.
 
+mod conform;
 pub mod inbox;
 
 use crate::models::check::{self, PropertyReport, Strategy, Visited};
@@ -58,6 +59,22 @@ enum Command {
         /// The proofs folder to (re)write.
         #[arg(long, value_name = "DIR")]
         write: std::path::PathBuf,
+    },
+    /// Replay every house step the checker explores against a real store; report divergences.
+    Conform {
+        /// The design (see `onepie list`); every design whose house stands for the real inbox
+        /// if omitted.
+        design: Option<String>,
+        #[command(flatten)]
+        sizes: Sizes,
+        /// The store: memory, sqlite (a new file in a temporary folder), or a postgres:// URL.
+        #[arg(long, default_value = "sqlite", value_name = "memory|sqlite|URL")]
+        store: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: Engine,
     },
     /// Use the deduplicating inbox from the shell.
     #[command(subcommand)]
@@ -265,6 +282,22 @@ pub fn main() -> ExitCode {
                 writeln!(out, "wrote {} files in {}", files.len(), write.display())
                     .map_err(CliError::from)
             }),
+        Some(Command::Conform {
+            design,
+            sizes,
+            store,
+            json,
+            engine,
+        }) => engine.options().map_err(CliError::from).and_then(|opts| {
+            conform::run(
+                design.as_deref(),
+                &sizes,
+                &store,
+                json,
+                &opts,
+                &mut std::io::stdout().lock(),
+            )
+        }),
         Some(Command::Inbox(cmd)) => inbox::run_to(cmd, &mut std::io::stdout().lock()),
     };
     match result {
@@ -326,6 +359,12 @@ pub enum CliError {
     Proofs(#[from] crate::models::proofs::ProofsError),
     #[error("{}", inbox::explain(.0))]
     Inbox(#[from] crate::inbox::InboxError),
+    #[error(transparent)]
+    Conform(#[from] crate::conform::ConformError),
+    #[error("{0}")]
+    Diverged(String),
+    #[error("`{0}` is not a store: use memory, sqlite or a postgres:// URL")]
+    BadStore(String),
     #[error("cannot read {}: {source}", path.display())]
     Input {
         path: std::path::PathBuf,

@@ -130,6 +130,13 @@ pub struct PgInbox {
     stmts: Stmts,
 }
 
+impl PgInbox {
+    /// The database this handle uses, as a URL without its password (for messages).
+    pub fn display_name(&self) -> &str {
+        &self.store
+    }
+}
+
 impl fmt::Debug for PgInbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgInbox")

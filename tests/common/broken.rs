@@ -54,7 +54,13 @@ pub struct CheckThenAct {
 }
 
 impl CheckThenAct {
-    fn act(&self, key: &str, seen_before: bool) -> Result<Outcome, InboxError> {
+    /// The first step: is the key known?
+    pub fn look(&self, key: &str) -> bool {
+        self.seen.lock().unwrap().contains(key)
+    }
+
+    /// The second step, on what the first one saw: bake and record, or turn away.
+    pub fn act(&self, key: &str, seen_before: bool) -> Result<Outcome, InboxError> {
         if seen_before {
             return Ok(Outcome::Duplicate(key.into()));
         }
@@ -66,7 +72,7 @@ impl CheckThenAct {
 
 impl Receiver for CheckThenAct {
     fn deliver(&mut self, key: &str, _: &str, fault: Fault) -> Result<Outcome, InboxError> {
-        let seen_before = self.seen.lock().unwrap().contains(key);
+        let seen_before = self.look(key);
         if fault != Fault::None {
             return Err(unsupported());
         }
@@ -86,7 +92,7 @@ impl Receiver for CheckThenAct {
                 .map(|_| {
                     let barrier = &barrier;
                     s.spawn(move || {
-                        let seen_before = this.seen.lock().unwrap().contains(key);
+                        let seen_before = this.look(key);
                         barrier.wait();
                         this.act(key, seen_before)
                     })
@@ -150,15 +156,30 @@ pub struct RecordAfterEffect {
     pies: Pies,
 }
 
-impl Receiver for RecordAfterEffect {
-    fn deliver(&mut self, key: &str, _: &str, fault: Fault) -> Result<Outcome, InboxError> {
+impl RecordAfterEffect {
+    /// The first step: bake unless the key is recorded; says whether it baked.
+    pub fn accept(&mut self, key: &str) -> bool {
         if self.seen.contains(key) {
-            return Ok(Outcome::Duplicate(key.into()));
+            return false;
         }
         self.pies.bake(key);
+        true
+    }
+
+    /// The second step: record the key.
+    pub fn record(&mut self, key: &str) {
+        self.seen.insert(key.to_string());
+    }
+}
+
+impl Receiver for RecordAfterEffect {
+    fn deliver(&mut self, key: &str, _: &str, fault: Fault) -> Result<Outcome, InboxError> {
+        if !self.accept(key) {
+            return Ok(Outcome::Duplicate(key.into()));
+        }
         match fault {
             Fault::None => {
-                self.seen.insert(key.to_string());
+                self.record(key);
                 Ok(Outcome::Applied(key.into()))
             }
             // Died between the effect and the record: the restart finds no record.
