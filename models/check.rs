@@ -178,6 +178,10 @@ pub enum CheckError {
         bound: u64,
         used: u64,
     },
+    #[error(
+        "`{design}` cannot be simulated yet (its cast's timers are not mapped to time); these can: {valid}"
+    )]
+    NotSimulable { design: &'static str, valid: String },
     #[error("--{flag} does not apply to `{design}`; it applies to: {applies_to}")]
     DoesNotApply {
         flag: &'static str,

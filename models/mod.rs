@@ -14,6 +14,7 @@ pub mod house;
 pub mod leases;
 pub mod pizzeria;
 pub mod proofs;
+pub mod simulate;
 pub mod symmetry;
 pub mod world;
 
@@ -247,6 +248,38 @@ impl Design {
         let search = opts.search_options(self.name);
         with_world!((self.world)(params), w => house::explore(&w, &search))
             .map_err(|stop| check::stopped(self.name, opts, stop))
+    }
+
+    /// Whether `onepie simulate` can run the design (its cast's timers are mapped to time).
+    pub fn simulable(&self) -> bool {
+        matches!((self.world)(&self.defaults), AnyWorld::Pizzeria(_))
+    }
+
+    /// Simulates the design with `p` on `threads` threads (see [`simulate`]); `tick` is
+    /// called after each run.
+    pub fn simulate(
+        &self,
+        p: &simulate::SimParams,
+        threads: usize,
+        tick: &(dyn Fn() + Sync),
+    ) -> Result<simulate::Summary, CheckError> {
+        let params = Params {
+            orders: p.orders,
+            workers: p.workers,
+            ..self.defaults
+        };
+        match (self.world)(&params) {
+            AnyWorld::Pizzeria(w) => Ok(simulate::simulate(self.name, &w, p, threads, tick)),
+            _ => Err(CheckError::NotSimulable {
+                design: self.name,
+                valid: designs()
+                    .iter()
+                    .filter(|d| d.simulable())
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
     }
 
     /// Serves Stateright's explorer for the design at `params` on `addr` (blocks).

@@ -831,3 +831,32 @@ impl super::house::StoreHouse for Pizzeria {
         }
     }
 }
+
+/// The simulator's timings ([`super::simulate`]): the visibility timeout is `--timeout`, the
+/// oven is the work, and a window house's clock ticks once per timeout.
+impl super::simulate::SimCast for Pizzeria {
+    fn duration(
+        timer: &Timer,
+        p: &super::simulate::SimParams,
+        rng: &mut super::simulate::Rng,
+    ) -> super::simulate::Micros {
+        match timer {
+            Timer::VisibilityTimeout { .. } | Timer::HouseClock => (p.timeout * 1e6) as u64,
+            Timer::Baked { .. } => p.work.sample(rng),
+        }
+    }
+
+    fn pie(msg: &Msg) -> Option<Order> {
+        match *msg {
+            Msg::Pie { order } => Some(order),
+            _ => None,
+        }
+    }
+
+    fn handout(msg: &Msg) -> Option<Order> {
+        match *msg {
+            Msg::Task { order } => Some(order),
+            _ => None,
+        }
+    }
+}

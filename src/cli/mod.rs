@@ -6,6 +6,7 @@
 
 mod conform;
 pub mod inbox;
+mod simulate;
 
 use crate::models::check::{self, PropertyReport, Strategy, Visited};
 use crate::models::{self, CheckError, CheckOptions, CheckReport, Design, Params};
@@ -76,6 +77,8 @@ enum Command {
         #[command(flatten)]
         engine: Engine,
     },
+    /// Simulate designs on sampled time: how often they duplicate or lose, and what it costs.
+    Simulate(simulate::SimulateArgs),
     /// Use the deduplicating inbox from the shell.
     #[command(subcommand)]
     Inbox(inbox::InboxCommand),
@@ -298,6 +301,7 @@ pub fn main() -> ExitCode {
                 &mut std::io::stdout().lock(),
             )
         }),
+        Some(Command::Simulate(args)) => simulate::run(args, &mut std::io::stdout().lock()),
         Some(Command::Inbox(cmd)) => inbox::run_to(cmd, &mut std::io::stdout().lock()),
     };
     match result {
@@ -365,6 +369,11 @@ pub enum CliError {
     Diverged(String),
     #[error("`{0}` is not a store: use memory, sqlite or a postgres:// URL")]
     BadStore(String),
+    #[error("cannot draw the chart {}: {reason}", path.display())]
+    Chart {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("cannot read {}: {source}", path.display())]
     Input {
         path: std::path::PathBuf,
