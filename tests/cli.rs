@@ -244,3 +244,107 @@ fn conform_replays_house_steps_and_refuses_bad_input_in_one_line() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn simulate_prints_tables_json_and_csv_and_refuses_bad_input_in_one_line() {
+    let out = onepie(&[
+        "simulate",
+        "ack-after-work",
+        "--runs",
+        "50",
+        "--timeout",
+        "1s",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("duplicated") && stdout.contains("ack-after-work"),
+        "{stdout}"
+    );
+
+    let out = onepie(&[
+        "simulate",
+        "ack-after-work,idempotent-house",
+        "--runs",
+        "20",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r.as_array().unwrap().len(), 2);
+    assert_eq!(r[1]["design"], "idempotent-house");
+    assert_eq!(r[1]["duplicated"], 0);
+
+    let out = onepie(&[
+        "simulate",
+        "ack-after-work",
+        "--runs",
+        "20",
+        "--csv",
+        "--sweep",
+        "loss-rate=0..0.2:3",
+    ]);
+    let csv = text(&out.stdout);
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("loss-rate,0,ack-after-work,20,"));
+
+    for (args, says) in [
+        (
+            &["simulate", "ack-after-work", "--timeout", "0s"][..],
+            "longer than zero",
+        ),
+        (
+            &["simulate", "ack-after-work", "--work", "fast"],
+            "is not a distribution",
+        ),
+        (
+            &["simulate", "ack-after-work", "--loss-rate", "1.5"],
+            "not a probability",
+        ),
+        (
+            &["simulate", "ack-after-work", "--crash-rate", "-1"],
+            "not a rate",
+        ),
+        (
+            &["simulate", "ack-after-work", "--orders", "300"],
+            "--orders 300 is out of range",
+        ),
+        (&["simulate", "ack-after-work", "--runs", "0"], "--runs"),
+        (
+            &["simulate", "ack-after-work", "--sweep", "timeout=1s..2s"],
+            "is not a sweep",
+        ),
+        (
+            &["simulate", "ack-after-work", "--sweep", "oven=1..2:3"],
+            "is not a sweep",
+        ),
+        (&["simulate", "ack-after-work", "--svg", "x.svg"], "--sweep"),
+        (&["simulate", "deadline"], "cannot be simulated yet"),
+        (&["simulate", "no-such-design"], "unknown design"),
+        (
+            &[
+                "simulate",
+                "ack-after-work",
+                "--sweep",
+                "timeout=1s..2s:2",
+                "--svg",
+                "/no/such/dir/x.svg",
+            ],
+            "cannot draw the chart",
+        ),
+    ] {
+        let out = onepie(args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = text(&out.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("onepie:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        assert!(errors[0].contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

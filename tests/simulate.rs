@@ -233,3 +233,42 @@ fn distributions_parse_and_have_their_means() {
         assert!(Dist::parse(bad).is_err(), "{bad:?}");
     }
 }
+
+/// The README's chart, `proofs/simulate-timeout.svg`, is what its command draws today.
+#[test]
+fn the_readmes_chart_is_what_its_command_draws() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("chart.svg");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onepie"))
+        .args([
+            "simulate",
+            "delete-on-delivery,ack-after-work,idempotent-house",
+            "--work",
+            "lognormal:1s,0.6",
+            "--delay",
+            "exp:20ms",
+            "--crash-rate",
+            "0.02",
+            "--loss-rate",
+            "0.01",
+            "--sweep",
+            "timeout=0.5s..6s:12",
+            "--runs",
+            "2000",
+            "--svg",
+        ])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proofs/simulate-timeout.svg");
+    assert!(
+        std::fs::read(&svg).unwrap() == std::fs::read(&committed).unwrap(),
+        "proofs/simulate-timeout.svg is stale: rerun the command in README → Simulation"
+    );
+}

@@ -324,6 +324,11 @@ fn one_line(text: &str) -> String {
         .unwrap_or("bad arguments")
         .trim_start_matches("error:")
         .trim();
+    // "…were not provided:" lists the arguments on the lines after it, before "Usage:".
+    if first.ends_with(':') {
+        let missing: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
+        return format!("{first} {} (see --help)", missing.join(", "));
+    }
     let tip = lines.find(|l| l.starts_with("[possible values:") || l.starts_with("tip:"));
     match tip {
         Some(tip) => format!("{first} {tip} (see --help)"),

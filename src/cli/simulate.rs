@@ -24,13 +24,13 @@ pub(super) struct SimulateArgs {
     #[arg(long, default_value = "2s", value_parser = positive_secs)]
     timeout: f64,
     /// Crashes per second of a crashable actor's up time.
-    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    #[arg(long, default_value_t = 0.0, value_parser = rate, allow_negative_numbers = true)]
     crash_rate: f64,
     /// How long a crashed actor stays down.
     #[arg(long, default_value = "1s", value_parser = secs)]
     restart: f64,
     /// The probability that a message between two actors is lost (0–1).
-    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    #[arg(long, default_value_t = 0.0, value_parser = probability, allow_negative_numbers = true)]
     loss_rate: f64,
     /// Each message's delay (a distribution, like --work).
     #[arg(long, default_value = "0s", value_parser = Dist::parse)]
@@ -231,17 +231,21 @@ pub(super) fn run(a: SimulateArgs, out: &mut impl Write) -> Result<(), CliError>
     } else if a.csv {
         write_csv(out, &rows)?;
     } else {
+        let swept = |name: &str, value: String| match a.sweep.as_ref() {
+            Some(s) if s.name == name => format!("{name} swept"),
+            _ => value,
+        };
         writeln!(
             out,
-            "{} orders/run, {} workers, work {}, timeout {}, delay {}, crash rate {}/s (down {}), loss rate {}, {} runs, seed {}",
+            "{} orders/run, {} workers, work {}, {}, delay {}, {} (down {}), {}, {} runs, seed {}",
             base.orders,
             base.workers,
             base.work,
-            show_secs(base.timeout),
+            swept("timeout", format!("timeout {}", show_secs(base.timeout))),
             base.delay,
-            base.crash_rate,
+            swept("crash-rate", format!("crash rate {}/s", base.crash_rate)),
             show_secs(base.restart),
-            base.loss_rate,
+            swept("loss-rate", format!("loss rate {}", base.loss_rate)),
             base.runs,
             base.seed
         )?;
@@ -420,7 +424,21 @@ fn chart(
             .draw()
             .map_err(|e| draw_err(e.to_string()))?;
         for (i, d) in designs.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            // Tableau's ten colours: distinct on white, in order.
+            const COLORS: [(u8, u8, u8); 10] = [
+                (214, 39, 40),
+                (31, 119, 180),
+                (44, 160, 44),
+                (255, 127, 14),
+                (148, 103, 189),
+                (140, 86, 75),
+                (227, 119, 194),
+                (127, 127, 127),
+                (188, 189, 34),
+                (23, 190, 207),
+            ];
+            let (r, g, b) = COLORS[i % COLORS.len()];
+            let color = RGBColor(r, g, b).to_rgba();
             chart
                 .draw_series(LineSeries::new(series(d, metric), color.stroke_width(2)))
                 .map_err(|e| draw_err(e.to_string()))?
