@@ -2,9 +2,10 @@
 //! host keeps its own durable store (a SQLite file on every host): a host checks and records
 //! order IDs atomically and durably, but only in its own memory.
 //!
-//! Claim: at most one pie per order is violated. Host 0's receiver keeps the pie and records the
-//! order; its visibility timeout fires while it is still working (a stall), the queue hands the
-//! order to the receiver on host 1, whose store has never seen it, and a second pie is kept.
+//! Claim: at most one pie per order is violated. Host 0's receiver takes the order and its
+//! visibility timeout fires while it is still baking (a stall); it keeps the pie and records the
+//! order in its own store; the queue hands the order to the receiver on host 1, whose store has
+//! never seen it, and a second pie is kept.
 //! It is the forgetful house's story with the memory split across hosts instead of lost in a
 //! restart. With one host (`--workers 1`) the split disappears and the design holds again.
 //!

@@ -841,7 +841,10 @@ impl super::simulate::SimCast for Pizzeria {
         rng: &mut super::simulate::Rng,
     ) -> super::simulate::Micros {
         match timer {
-            Timer::VisibilityTimeout { .. } | Timer::HouseClock => (p.timeout * 1e6) as u64,
+            Timer::VisibilityTimeout { .. } | Timer::HouseClock => {
+                use super::simulate::{MAX_SECS, MIN_TIMEOUT};
+                (p.timeout.clamp(MIN_TIMEOUT, MAX_SECS) * 1e6) as u64
+            }
             Timer::Baked { .. } => p.work.sample(rng),
         }
     }

@@ -12,7 +12,8 @@
 //!
 //! Semantics worth knowing:
 //! - messages to a crashed actor wait for its restart (as in the checker's network);
-//! - a two-step door's note to itself takes a message delay (never lost, except by a crash);
+//! - a two-step door's note to itself takes a message delay; the network never loses it (a
+//!   crash of the house does);
 //! - the queue honours an ack for *any* hand-out of an order, not only the latest (the model's
 //!   queue deletes on any ack; SQS only honours the latest receipt handle, so there an earlier
 //!   hand-out's ack would fail and the order would be handed out again);
@@ -98,7 +99,7 @@ impl Dist {
             Dist::Exp { mean } => -mean * (1.0 - rng.unit()).ln(),
             Dist::LogNormal { median, sigma } => median * (sigma * rng.normal()).exp(),
         };
-        (secs.max(0.0) * 1e6).round() as Micros
+        (secs.clamp(0.0, MAX_SECS) * 1e6).round() as Micros
     }
 
     /// The mean, in seconds.
@@ -140,8 +141,8 @@ impl Dist {
             "lognormal" => {
                 let (m, s) = rest.split_once(',').ok_or_else(bad)?;
                 let sigma: f64 = s.trim().parse().map_err(|_| bad())?;
-                if !(sigma.is_finite() && sigma >= 0.0) {
-                    return Err(bad());
+                if !(0.0..=MAX_SIGMA).contains(&sigma) {
+                    return Err(format!("`{text}`: σ must be between 0 and {MAX_SIGMA}"));
                 }
                 Dist::LogNormal {
                     median: parse_secs(m).ok_or_else(bad)?,
@@ -184,8 +185,25 @@ pub fn parse_secs(text: &str) -> Option<f64> {
         (t, 1.0)
     };
     let v: f64 = num.trim().parse().ok()?;
-    (v.is_finite() && v >= 0.0).then_some(v * scale)
+    let secs = v * scale;
+    (secs.is_finite() && (0.0..=MAX_SECS).contains(&secs)).then_some(secs)
 }
+
+/// The longest duration the simulator takes (about 11.6 days): long enough for any question
+/// about a queue, short enough that simulated time cannot overflow.
+pub const MAX_SECS: f64 = 1e6;
+
+/// The largest log-normal σ: beyond it a draw's tail means nothing but overflow.
+pub const MAX_SIGMA: f64 = 10.0;
+
+/// The shortest visibility timeout: a timer must move time on.
+pub const MIN_TIMEOUT: f64 = 1e-3;
+
+/// The most crashes per second of up time.
+pub const MAX_CRASH_RATE: f64 = 1000.0;
+
+/// The most events one run may take; a run that needs more is cut short (and says so).
+pub const MAX_EVENTS: u64 = 1_000_000;
 
 /// Seconds in the shortest plain form: `2s`, `0.5s`, `250ms`.
 pub fn show_secs(secs: f64) -> String {
@@ -203,7 +221,8 @@ pub struct SimParams {
     pub workers: u8,
     /// How long the work (baking) takes.
     pub work: Dist,
-    /// The queue's visibility timeout (and a house's clock tick), in seconds.
+    /// The queue's visibility timeout (and a house's clock tick), in seconds; at least
+    /// [`MIN_TIMEOUT`].
     pub timeout: f64,
     /// Each message's delay.
     pub delay: Dist,
@@ -348,7 +367,9 @@ where
                 Command::SetTimer(timer, _) => {
                     self.gen += 1;
                     let gen = self.gen;
-                    let at = self.now + A::duration(&timer, self.p, &mut self.rng);
+                    let at = self
+                        .now
+                        .saturating_add(A::duration(&timer, self.p, &mut self.rng));
                     self.slots[i].timers.insert(timer.clone(), gen);
                     self.push(
                         at,
@@ -402,7 +423,10 @@ where
         // A note to self (a two-step door's second step) takes a message delay too: the gap
         // between its two steps is where other deliveries get in.
         let delay = self.p.delay.sample(&mut self.rng);
-        self.push(self.now + delay, Kind::Deliver { src, dst, msg });
+        self.push(
+            self.now.saturating_add(delay),
+            Kind::Deliver { src, dst, msg },
+        );
     }
 
     /// Runs `f` on actor `id`'s state (owned, so a change costs no clone), then its commands.
@@ -424,7 +448,10 @@ where
         slot.state = None;
         slot.timers.clear();
         slot.randoms.clear();
-        self.push(self.now + restart, Kind::Recover { actor: id });
+        self.push(
+            self.now.saturating_add(restart),
+            Kind::Recover { actor: id },
+        );
     }
 
     fn start(&mut self, id: Id) {
@@ -434,7 +461,8 @@ where
             let after = -(1.0 - self.rng.unit()).ln() / self.p.crash_rate;
             let life = self.slots[i].life;
             self.push(
-                self.now + (after * 1e6) as Micros,
+                self.now
+                    .saturating_add((after.min(MAX_SECS) * 1e6) as Micros),
                 Kind::Crash { actor: id, life },
             );
         }
@@ -452,7 +480,7 @@ where
             let Some(Reverse(event)) = self.queue.pop() else {
                 break;
             };
-            if event.at > horizon {
+            if event.at > horizon || self.out.events >= MAX_EVENTS {
                 self.out.cut_short = true;
                 break;
             }

@@ -64,10 +64,11 @@ impl<S: PieLog> StoreTarget<S> {
         })
     }
 
-    fn store(&self) -> &S {
+    /// The open store; `Err` after a restart that could not reopen it.
+    fn store(&self) -> Result<&S, String> {
         self.store
             .as_ref()
-            .expect("the store is open between steps")
+            .ok_or_else(|| "the store could not be reopened".to_string())
     }
 }
 
@@ -120,7 +121,7 @@ impl<S: PieLog> Target for StoreTarget<S> {
         let store = self
             .store
             .as_mut()
-            .expect("the store is open between steps");
+            .ok_or_else(|| "the store could not be reopened".to_string())?;
         match store.deliver(key, payload, |tx| {
             S::record_pie(tx, key, payload)?;
             Ok(RESULT.to_vec())
@@ -140,7 +141,7 @@ impl<S: PieLog> Target for StoreTarget<S> {
     }
 
     fn records(&self, prefix: &str) -> Result<BTreeMap<String, Record<Vec<u8>>>, String> {
-        let entries = self.store().entries().map_err(|e| e.to_string())?;
+        let entries = self.store()?.entries().map_err(|e| e.to_string())?;
         Ok(entries
             .into_iter()
             .filter_map(|e| Some((e.key.strip_prefix(prefix)?.to_string(), e.record)))
@@ -148,7 +149,7 @@ impl<S: PieLog> Target for StoreTarget<S> {
     }
 
     fn pies(&self, prefix: &str) -> Result<BTreeMap<String, u32>, String> {
-        let counts = self.store().pie_counts().map_err(|e| e.to_string())?;
+        let counts = self.store()?.pie_counts().map_err(|e| e.to_string())?;
         Ok(counts
             .into_iter()
             .filter_map(|(k, n)| Some((k.strip_prefix(prefix)?.to_string(), n)))
@@ -199,7 +200,7 @@ pub enum ConformError {
     Check(#[from] CheckError),
     #[error("`{design}` has no house that stands for the real inbox; these do: {valid}")]
     NoStoreHouse { design: String, valid: String },
-    #[error("the store failed while rebuilding step {step}'s records: {message}")]
+    #[error("the store failed at step {step}: {message}")]
     Setup { step: usize, message: String },
 }
 

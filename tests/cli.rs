@@ -294,7 +294,36 @@ fn simulate_prints_tables_json_and_csv_and_refuses_bad_input_in_one_line() {
     for (args, says) in [
         (
             &["simulate", "ack-after-work", "--timeout", "0s"][..],
-            "longer than zero",
+            "at least 1ms",
+        ),
+        (
+            &["simulate", "ack-after-work", "--timeout", "0.1us"],
+            "at least 1ms",
+        ),
+        (
+            &["simulate", "ack-after-work", "--work", "1e300s"],
+            "is not a distribution",
+        ),
+        (
+            &["simulate", "ack-after-work", "--timeout", "1e307m"],
+            "at most",
+        ),
+        (
+            &["simulate", "ack-after-work", "--work", "lognormal:1s,1000"],
+            "σ must be",
+        ),
+        (
+            &["simulate", "ack-after-work", "--crash-rate", "1e12"],
+            "not a rate",
+        ),
+        (
+            &[
+                "simulate",
+                "ack-after-work",
+                "--sweep",
+                "timeout=0.0000001s..1s:3",
+            ],
+            "is not a sweep",
         ),
         (
             &["simulate", "ack-after-work", "--work", "fast"],

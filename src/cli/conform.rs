@@ -19,12 +19,29 @@ pub(super) fn run(
         Some(name) => vec![models::find(name)?],
         None => conform::designs(),
     };
-    // A temporary folder for a SQLite file, removed when the run ends.
-    let dir = tempfile_dir()?;
-    let mut target = open(store, &dir)?;
+    // Everything checked before anything is created.
+    let params: Vec<_> = designs
+        .iter()
+        .map(|d| sizes.apply(d, design.is_some()).map(|p| (*d, p)))
+        .collect::<Result<_, _>>()?;
+    for (d, p) in &params {
+        if !d.has_store_house(p) {
+            return Err(conform::ConformError::NoStoreHouse {
+                design: d.name.to_string(),
+                valid: conform::designs()
+                    .iter()
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+            .into());
+        }
+    }
+    // A temporary folder for a SQLite file, removed when the run ends (however it ends).
+    let dir = TempDir::new()?;
+    let mut target = open(store, &dir.0)?;
     let mut reports: Vec<Report> = Vec::new();
-    for d in designs {
-        let params = sizes.apply(d, design.is_some())?;
+    for (d, params) in params {
         if !json {
             eprintln!("conform {} ({params}) …", d.name);
         }
@@ -47,7 +64,6 @@ pub(super) fn run(
             reports.len()
         )?;
     }
-    let _ = std::fs::remove_dir_all(&dir);
     if diverged > 0 {
         return Err(CliError::Diverged(format!(
             "{diverged} house step(s) where the store and the model disagree"
@@ -67,12 +83,23 @@ fn open(store: &str, dir: &std::path::Path) -> Result<Box<dyn Target>, CliError>
     })
 }
 
-/// A fresh folder under the system's temporary folder.
-fn tempfile_dir() -> Result<std::path::PathBuf, CliError> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("onepie-conform-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// A fresh folder under the system's temporary folder, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<TempDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("onepie-conform-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -2,7 +2,9 @@
 //! JSON, CSV or an SVG chart.
 
 use super::CliError;
-use crate::models::simulate::{parse_secs, show_secs, Dist, SimParams, Summary};
+use crate::models::simulate::{
+    parse_secs, show_secs, Dist, SimParams, Summary, MAX_CRASH_RATE, MAX_SECS, MIN_TIMEOUT,
+};
 use crate::models::{self, Design};
 use clap::Args;
 use std::io::Write;
@@ -114,20 +116,24 @@ impl Sweep {
 }
 
 fn secs(text: &str) -> Result<f64, String> {
-    parse_secs(text).ok_or_else(|| format!("`{text}` is not a duration like 2s or 500ms"))
+    parse_secs(text).ok_or_else(|| {
+        format!("`{text}` is not a duration like 2s or 500ms (at most {MAX_SECS} s)")
+    })
 }
 
 fn positive_secs(text: &str) -> Result<f64, String> {
     match secs(text)? {
-        s if s > 0.0 => Ok(s),
-        _ => Err(format!("`{text}`: the timeout must be longer than zero")),
+        s if s >= MIN_TIMEOUT => Ok(s),
+        _ => Err(format!("`{text}`: the timeout must be at least 1ms")),
     }
 }
 
 fn rate(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
-        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
-        _ => Err(format!("`{text}` is not a rate (a number ≥ 0, per second)")),
+        Ok(r) if (0.0..=MAX_CRASH_RATE).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "`{text}` is not a rate (a number from 0 to {MAX_CRASH_RATE}, per second)"
+        )),
     }
 }
 
@@ -309,14 +315,14 @@ fn write_table(out: &mut impl Write, rows: &[Row], sweep: Option<&Sweep>) -> std
 fn write_csv(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
     writeln!(
         out,
-        "parameter,value,design,runs,orders,duplicated,extra_pies,wasted_pies,lost,unexpected,handouts,p50_time_to_pie,p99_time_to_pie"
+        "parameter,value,design,runs,orders,duplicated,extra_pies,wasted_pies,lost,unexpected,handouts,handed_out_again,cut_short,p50_time_to_pie,p99_time_to_pie"
     )?;
     for r in rows {
         let s = r.summary;
         let o = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
         writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.parameter.unwrap_or(""),
             o(r.value),
             s.design,
@@ -328,6 +334,8 @@ fn write_csv(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
             s.lost,
             s.unexpected,
             s.handouts,
+            s.handed_out_again,
+            s.cut_short,
             o(s.p50_time_to_pie),
             o(s.p99_time_to_pie)
         )?;
