@@ -128,6 +128,8 @@ pub struct PgInbox {
     store: String,
     opts: PgOptions,
     stmts: Stmts,
+    /// Deliveries made through this handle: each one's transaction marker.
+    deliveries: u64,
 }
 
 impl PgInbox {
@@ -380,20 +382,24 @@ impl PgInbox {
                 .map_err(err)?,
             probe: client
                 .prepare(&format!(
-                    "SELECT txid_current() AS xid, {COLUMNS}
+                    "SELECT set_config('onepie.delivery', $2, true) AS marker, {COLUMNS}
                      FROM (SELECT 1) AS one LEFT JOIN onepie_inbox ON key = $1"
                 ))
                 .map_err(err)?,
-            // A new key's record after its effect ran, if the key is still free. The
-            // transaction id tells whether this still is the delivery's transaction: if the
-            // effect ended it, this statement runs in another and inserts nothing.
+            // A new key's record after its effect ran, if the key is still free. The probe's
+            // transaction-local marker tells whether this still is the delivery's transaction:
+            // if the effect ended it, the marker is gone and this inserts nothing. (A marker,
+            // not `txid_current()`, so that a delivery answered as a duplicate uses up no
+            // transaction id.)
             insert_new: client
                 .prepare(
                     "WITH ins AS (
                          INSERT INTO onepie_inbox (key, fingerprint, state, result, created_at, completed_at)
-                         SELECT $1, $2, 1, $3, $4, $4 WHERE txid_current() = $5
+                         SELECT $1, $2, 1, $3, $4, $4
+                         WHERE current_setting('onepie.delivery', true) = $5
                          ON CONFLICT (key) DO NOTHING RETURNING 1)
-                     SELECT (SELECT count(*) FROM ins), txid_current() = $5",
+                     SELECT (SELECT count(*) FROM ins),
+                            coalesce(current_setting('onepie.delivery', true) = $5, false)",
                 )
                 .map_err(err)?,
             insert_placeholder: client
@@ -419,6 +425,7 @@ impl PgInbox {
             store,
             opts,
             stmts,
+            deliveries: 0,
         })
     }
 
@@ -699,9 +706,10 @@ impl InboxStore for PgInbox {
         let (stmts, store) = (self.stmts.clone(), self.store.clone());
         let err = |e| pg_err(&store, e);
         let mut tx = self.client.get_mut().transaction().map_err(err)?;
-        // One round trip: the transaction's id and what the store holds, unlocked.
-        let probe = tx.query_one(&stmts.probe, &[&key]).map_err(err)?;
-        let xid: i64 = probe.get("xid");
+        // One round trip: a marker for this transaction, and what the store holds, unlocked.
+        self.deliveries += 1;
+        let marker = self.deliveries.to_string();
+        let probe = tx.query_one(&stmts.probe, &[&key, &marker]).map_err(err)?;
         let seen = match probe.get::<_, Option<Vec<u8>>>("fingerprint") {
             Some(_) => Some(decode(&probe, &store)?),
             None => None,
@@ -718,7 +726,7 @@ impl InboxStore for PgInbox {
             let mut tx = etx.tx;
             let (now, fp) = (req.now as i64, &req.fingerprint.0[..]);
             let row = tx
-                .query_one(&stmts.insert_new, &[&key, &fp, &result, &now, &xid])
+                .query_one(&stmts.insert_new, &[&key, &fp, &result, &now, &marker])
                 .map_err(ended_or(&store, key))?;
             let (inserted, same_transaction): (i64, bool) = (row.get(0), row.get(1));
             if !same_transaction {
