@@ -17,17 +17,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const TARGET_PER_CORE: f64 = 200_000.0;
 
 fn main() {
+    onepie::cli::keep_freed_memory();
     let p = SimParams {
-        orders: 10,
-        workers: 2,
-        work: Dist::Exp { mean: 1.0 },
-        timeout: 2.0,
         delay: Dist::Exp { mean: 0.01 },
         crash_rate: 0.01,
-        restart: 1.0,
         loss_rate: 0.01,
         runs: 20_000,
-        seed: 1,
+        ..SimParams::default()
     };
     let all = available_threads();
     println!(

@@ -754,14 +754,4 @@ impl Rewrite<Id> for Choice {
 
 /// No house here stands for the real inbox: every door is plain (the designs are about when the
 /// queue hands an order out again).
-impl super::house::StoreHouse for Timed {
-    fn remembered(&self, _state: &TimedState) -> Option<super::house::Remembered> {
-        None
-    }
-    fn delivery(&self, _state: &TimedState, _msg: &Msg) -> Option<(String, Vec<u8>)> {
-        None
-    }
-    fn recovered(&self, _storage: Option<&()>) -> super::house::Remembered {
-        super::house::Remembered::new()
-    }
-}
+impl super::house::StoreHouse for Timed {}

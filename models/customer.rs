@@ -485,16 +485,13 @@ pub fn world(p: &Params, ids: Ids) -> PhoneWorld {
 }
 
 /// Every house here stands for the real inbox (see [`super::house`]), keyed by the order ID
-/// the pie carries.
+/// the pie carries. Houses here do not crash.
 impl super::house::StoreHouse for Phone {
     fn remembered(&self, state: &PhoneState) -> Option<super::house::Remembered> {
         match state {
-            PhoneState::House { memory } => Some(
-                memory
-                    .iter()
-                    .map(|(&id, r)| (format!("order-#{id}"), r.clone()))
-                    .collect(),
-            ),
+            PhoneState::House { memory } => Some(super::house::remembered_of(memory, |id| {
+                format!("order-#{id}")
+            })),
             _ => None,
         }
     }
@@ -506,10 +503,5 @@ impl super::house::StoreHouse for Phone {
             }
             _ => None,
         }
-    }
-
-    // Houses here do not crash.
-    fn recovered(&self, _storage: Option<&()>) -> super::house::Remembered {
-        super::house::Remembered::new()
     }
 }

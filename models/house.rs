@@ -10,7 +10,7 @@
 
 use super::engine::search::{self, Expect, Searchable};
 use super::world::{Action, Message, State, World};
-use crate::dedup::{Fingerprint, Millis, Record};
+use crate::dedup::{self, Decision, Fingerprint, Millis, Record, Retention};
 use serde::Serialize;
 use stateright::actor::{Actor, ActorModelAction};
 use stateright::{Model, Property};
@@ -21,16 +21,31 @@ use std::sync::Mutex;
 /// A house's memory as the store keys it: key → record (results are the store's business).
 pub type Remembered = BTreeMap<String, Record<()>>;
 
+/// A house's memory keyed by `K`, as the store keys it.
+pub fn remembered_of<K: Copy>(
+    memory: &BTreeMap<K, Record<()>>,
+    key: impl Fn(K) -> String,
+) -> Remembered {
+    memory.iter().map(|(&k, r)| (key(k), r.clone())).collect()
+}
+
 /// A cast whose houses may stand for the real inbox.
+/// The defaults say "no such house": a cast without one implements nothing.
 pub trait StoreHouse: Actor {
     /// `Some(memory)` when this actor is a house standing for the real inbox, in `state`.
-    fn remembered(&self, state: &Self::State) -> Option<Remembered>;
+    fn remembered(&self, _state: &Self::State) -> Option<Remembered> {
+        None
+    }
     /// The delivery `msg` asks this house's store for, as (key, payload), where the payload's
     /// fingerprint is the one the house decides on; `None` if `msg` is not a pie, or the house
     /// turns it away before asking its memory.
-    fn delivery(&self, state: &Self::State, msg: &Self::Msg) -> Option<(String, Vec<u8>)>;
-    /// The memory a restart finds in storage.
-    fn recovered(&self, storage: Option<&Self::Storage>) -> Remembered;
+    fn delivery(&self, _state: &Self::State, _msg: &Self::Msg) -> Option<(String, Vec<u8>)> {
+        None
+    }
+    /// The memory a restart finds in storage (empty where houses do not crash).
+    fn recovered(&self, _storage: Option<&Self::Storage>) -> Remembered {
+        Remembered::new()
+    }
     /// The house's clock in `state` (the store's clock is set to it), in the store's units.
     fn clock(&self, _state: &Self::State) -> Millis {
         0
@@ -58,9 +73,7 @@ pub enum Answer {
     Conflict,
     /// Turned away while another delivery holds the key.
     InProgress,
-    /// A stale claim was taken over.
-    TakenOver,
-    /// Turned away with no record of the key (nothing the inbox does).
+    /// Turned away although the inbox would have applied it (nothing the inbox does).
     Refused,
     /// A restart: nothing answered.
     Restarted,
@@ -73,7 +86,6 @@ impl Display for Answer {
             Answer::Duplicate => "duplicate",
             Answer::Conflict => "conflict",
             Answer::InProgress => "in progress",
-            Answer::TakenOver => "taken over",
             Answer::Refused => "refused",
             Answer::Restarted => "restarted",
         })
@@ -102,7 +114,7 @@ pub struct Told {
 }
 
 /// The house step `action` takes from `state` to `next`, if `action` is one.
-pub fn house_step<A, C>(
+fn house_step<A, C>(
     world: &World<A, C>,
     state: &State<A>,
     action: &Action<A>,
@@ -125,15 +137,23 @@ where
             let (key, payload) = house.delivery(&state.actor_states[i], msg)?;
             let after = house.remembered(&next.actor_states[i])?;
             let kept = pies(next) - pies(state);
-            let answer = match before.get(&key) {
-                _ if kept > 0 => Answer::Applied,
-                Some(r) if r.fingerprint == Fingerprint::of(&payload) => Answer::Duplicate,
-                Some(_) => Answer::Conflict,
-                None => Answer::Refused,
+            let now = house.clock(&state.actor_states[i]);
+            // Kept or not is what the house did; why a pie was turned away is named by the
+            // library's own decision on the records before.
+            let answer = if kept > 0 {
+                Answer::Applied
+            } else {
+                let fp = Fingerprint::of(&payload);
+                match dedup::decide(before.get(&key), &fp, Retention::Forever, now) {
+                    Decision::Duplicate { .. } => Answer::Duplicate,
+                    Decision::Conflict { .. } => Answer::Conflict,
+                    Decision::InProgress { .. } => Answer::InProgress,
+                    _ => Answer::Refused,
+                }
             };
             let step = HouseStep {
                 before,
-                now: house.clock(&state.actor_states[i]),
+                now,
                 action: HouseAction::Deliver { key, payload },
                 answer,
                 after,

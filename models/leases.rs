@@ -539,7 +539,7 @@ impl Rewrite<Id> for Grant {
 }
 
 /// The fenced-dedup house stands for the real inbox behind a fence (see [`super::house`]): a
-/// pie the fence turns away never reaches the store.
+/// pie the fence turns away never reaches the store. Houses here do not crash.
 impl super::house::StoreHouse for Leasing {
     fn remembered(&self, state: &LeaseState) -> Option<super::house::Remembered> {
         match (self, state) {
@@ -549,12 +549,7 @@ impl super::house::StoreHouse for Leasing {
                     ..
                 },
                 LeaseState::House { memory, .. },
-            ) => Some(
-                memory
-                    .iter()
-                    .map(|(&o, r)| (format!("order-{o}"), r.clone()))
-                    .collect(),
-            ),
+            ) => Some(super::house::remembered_of(memory, super::world::store_key)),
             _ => None,
         }
     }
@@ -564,14 +559,10 @@ impl super::house::StoreHouse for Leasing {
             (LeaseState::House { highest, .. }, &Msg::Pie { order, token })
                 if highest.get(&order).is_none_or(|&h| token >= h) =>
             {
-                Some((format!("order-{order}"), super::world::pie_payload(order)))
+                let payload = super::world::pie_payload(order);
+                Some((super::world::store_key(order), payload))
             }
             _ => None,
         }
-    }
-
-    // Houses here do not crash.
-    fn recovered(&self, _storage: Option<&()>) -> super::house::Remembered {
-        super::house::Remembered::new()
     }
 }

@@ -9,7 +9,9 @@
 pub mod symmetry;
 pub use symmetry::representative;
 
-use super::world::{choice_key, pie_fingerprint, Faults, History, Message, Order, State, World};
+use super::world::{
+    choice_key, pie_fingerprint, store_key, Faults, History, Message, Order, State, World,
+};
 use super::Params;
 use crate::dedup::{self, Record, Retention};
 use stateright::actor::{model_timeout, Actor, ActorModel, Id, Network, Out};
@@ -688,7 +690,8 @@ impl PizzeriaCfg {
     }
 }
 
-/// A pizzeria world: the queue, `p.workers` workers and one house per order, with `p`'s faults.
+/// A pizzeria world: the queue, `p.workers` workers and one house per order (with
+/// [`Door::PerHost`], one door per order and worker's host), with `p`'s faults.
 fn world(p: &Params, policy: QueuePolicy, door: Door, houses_crash: bool) -> PizzeriaWorld {
     let queue = Id::from(0);
     let workers: Vec<Id> = (1..=p.workers as usize).map(Id::from).collect();
@@ -784,11 +787,6 @@ pub const SYMMETRY: &str = "workers and orders";
 /// The world type of every pizzeria design.
 pub type PizzeriaWorld = World<Pizzeria, Setup>;
 
-/// The inbox's key for an order.
-fn store_key(order: Order) -> String {
-    format!("order-{order}")
-}
-
 /// Houses with the idempotent or per-host door stand for the real inbox (see
 /// [`super::house`]); the broken doors do not: each is the inbox with one thing wrong.
 impl super::house::StoreHouse for Pizzeria {
@@ -800,12 +798,7 @@ impl super::house::StoreHouse for Pizzeria {
                     ..
                 },
                 PizzeriaState::House { memory, .. },
-            ) => Some(
-                memory
-                    .iter()
-                    .map(|(&o, r)| (store_key(o), r.clone()))
-                    .collect(),
-            ),
+            ) => Some(super::house::remembered_of(memory, store_key)),
             _ => None,
         }
     }
@@ -819,9 +812,9 @@ impl super::house::StoreHouse for Pizzeria {
     }
 
     fn recovered(&self, storage: Option<&Memory>) -> super::house::Remembered {
-        storage
-            .map(|m| m.iter().map(|(&o, r)| (store_key(o), r.clone())).collect())
-            .unwrap_or_default()
+        storage.map_or_else(Default::default, |m| {
+            super::house::remembered_of(m, store_key)
+        })
     }
 
     fn clock(&self, state: &PizzeriaState) -> crate::dedup::Millis {

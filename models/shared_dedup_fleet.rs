@@ -10,7 +10,6 @@
 //! cannot tell hosts apart); it is checked here with more hosts than orders, beside its cousin
 //! [`super::per_host_dedup`], where each host keeps a store of its own and the guarantee is lost.
 
-use super::pizzeria::{self, Door, PizzeriaCfg, QueuePolicy};
 use super::world::{
     AT_MOST_ONE_PIE, EVERY_ORDER_GETS_A_PIE, NO_UNEXPECTED_PIE, SOMETIMES_ALL_DELIVERED,
 };
@@ -30,16 +29,6 @@ pub static DESIGN: Design = Design {
         workers: 3,
         ..super::idempotent_house::DESIGN.defaults
     },
-    world: |p| world(p).into(),
+    // The idempotent house's world, read as a fleet: hosts = workers, one shared store.
+    world: |p| super::idempotent_house::world(p).into(),
 };
-
-/// The model at `p`: `p.workers` hosts, one store (the store may crash and restart; its
-/// memory is durable).
-pub fn world(p: &Params) -> pizzeria::PizzeriaWorld {
-    PizzeriaCfg {
-        queue: QueuePolicy::AckAfterWork,
-        door: Door::Idempotent,
-        house_may_crash: true,
-    }
-    .into_world(p)
-}

@@ -41,7 +41,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
-    pub fn next_u64(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -53,7 +53,7 @@ impl Rng {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
     /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
+    fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.unit() < p
     }
     /// Uniform in `0..n`.
@@ -236,6 +236,25 @@ pub struct SimParams {
     pub seed: u64,
 }
 
+impl Default for SimParams {
+    /// What `onepie simulate` runs without flags: 10 orders, 2 workers, exponential work of
+    /// mean 1 s, a 2 s timeout, no faults, no delays, 1,000 runs from seed 1.
+    fn default() -> Self {
+        SimParams {
+            orders: 10,
+            workers: 2,
+            work: Dist::Exp { mean: 1.0 },
+            timeout: 2.0,
+            delay: Dist::Fixed { secs: 0.0 },
+            crash_rate: 0.0,
+            restart: 1.0,
+            loss_rate: 0.0,
+            runs: 1000,
+            seed: 1,
+        }
+    }
+}
+
 /// What a cast tells the simulator: how long its timers run, and which messages are pies and
 /// hand-outs.
 pub trait SimCast: Actor {
@@ -255,7 +274,7 @@ pub struct RunOutcome {
     pub handouts: HashMap<Order, u32>,
     /// Seconds from the start to each order's first kept pie.
     pub first_pie: HashMap<Order, f64>,
-    /// The run hit its time horizon with events still pending.
+    /// The run stopped at its time horizon or at [`MAX_EVENTS`] with events still pending.
     pub cut_short: bool,
     pub events: u64,
 }
@@ -609,7 +628,7 @@ pub struct Summary {
     pub handed_out_again: u64,
     /// Hand-outs, over all orders.
     pub handouts: u64,
-    /// Runs stopped at the time horizon with work still pending.
+    /// Runs stopped at the time horizon or at [`MAX_EVENTS`] with work still pending.
     pub cut_short: u32,
     /// Seconds to the first pie: median and 99th percentile over orders that got one.
     pub p50_time_to_pie: Option<f64>,
@@ -674,17 +693,7 @@ where
     };
     let mut times = Vec::new();
     for (part, t) in parts {
-        s.runs += part.runs;
-        s.orders += part.orders;
-        s.duplicated += part.duplicated;
-        s.extra_pies += part.extra_pies;
-        s.wasted_pies += part.wasted_pies;
-        s.lost += part.lost;
-        s.unexpected += part.unexpected;
-        s.handed_out_again += part.handed_out_again;
-        s.handouts += part.handouts;
-        s.cut_short += part.cut_short;
-        s.events += part.events;
+        s.merge(&part);
         times.extend(t);
     }
     times.sort_by(f64::total_cmp);
@@ -699,23 +708,43 @@ where
 /// Adds one run to `s`, judged by the ledger.
 fn add(s: &mut Summary, out: &RunOutcome) {
     let tally: Tally<Order> = out.ledger.tally();
-    s.runs += 1;
-    s.orders += tally.placed as u64;
-    s.duplicated += tally.duplicated.len() as u64;
-    s.extra_pies += tally
-        .duplicated
-        .iter()
-        .map(|&(_, n)| u64::from(n) - 1)
-        .sum::<u64>();
-    s.lost += tally.lost.len() as u64;
-    s.unexpected += tally.unexpected.len() as u64;
-    s.wasted_pies += out
-        .baked
-        .values()
-        .map(|&n| u64::from(n.saturating_sub(1)))
-        .sum::<u64>();
-    s.handouts += out.handouts.values().map(|&n| u64::from(n)).sum::<u64>();
-    s.handed_out_again += out.handouts.values().filter(|&&n| n > 1).count() as u64;
-    s.cut_short += u32::from(out.cut_short);
-    s.events += out.events;
+    s.merge(&Summary {
+        runs: 1,
+        orders: tally.placed as u64,
+        duplicated: tally.duplicated.len() as u64,
+        extra_pies: tally
+            .duplicated
+            .iter()
+            .map(|&(_, n)| u64::from(n) - 1)
+            .sum(),
+        wasted_pies: out
+            .baked
+            .values()
+            .map(|&n| u64::from(n.saturating_sub(1)))
+            .sum(),
+        lost: tally.lost.len() as u64,
+        unexpected: tally.unexpected.len() as u64,
+        handed_out_again: out.handouts.values().filter(|&&n| n > 1).count() as u64,
+        handouts: out.handouts.values().map(|&n| u64::from(n)).sum(),
+        cut_short: u32::from(out.cut_short),
+        events: out.events,
+        ..Summary::default()
+    });
+}
+
+impl Summary {
+    /// Adds `other`'s counts to these (the percentiles are computed once, over all runs).
+    fn merge(&mut self, other: &Summary) {
+        self.runs += other.runs;
+        self.orders += other.orders;
+        self.duplicated += other.duplicated;
+        self.extra_pies += other.extra_pies;
+        self.wasted_pies += other.wasted_pies;
+        self.lost += other.lost;
+        self.unexpected += other.unexpected;
+        self.handed_out_again += other.handed_out_again;
+        self.handouts += other.handouts;
+        self.cut_short += other.cut_short;
+        self.events += other.events;
+    }
 }

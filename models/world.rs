@@ -453,6 +453,11 @@ pub fn pie_payload(order: Order) -> Vec<u8> {
     vec![order]
 }
 
+/// The key a real store remembers an order by (see [`super::house`]).
+pub fn store_key(order: Order) -> String {
+    format!("order-{order}")
+}
+
 /// The key of the queue's random choice of worker for an order.
 pub fn choice_key(order: Order) -> String {
     format!("order {order}")

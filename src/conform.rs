@@ -100,7 +100,7 @@ pub fn postgres(url: &str) -> Result<StoreTarget<crate::inbox::PgInbox>, InboxEr
     let clock = ManualClock::new(0);
     let (url, c) = (url.to_string(), clock.clone());
     let first = PgInbox::open_with(&url, PgOptions::default().with_clock(c.clone()))?;
-    let what = format!("postgres {}", first.display_name());
+    let what = format!("postgres {}", first.store());
     let mut first = Some(first);
     StoreTarget::new(what, clock, move || match first.take() {
         Some(inbox) => Ok(inbox),

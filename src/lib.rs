@@ -2,10 +2,12 @@
 //!
 //! - [`ledger`]: the one invariant ("exactly one pie per order") and its classifier.
 //! - [`dedup`]: the sans-IO decision core of a deduplicating receiver.
-//! - [`inbox`]: the deduplicating receiver a service uses (SQLite with feature `sqlite`).
+//! - [`inbox`]: the deduplicating receiver a service uses: in memory, SQLite (feature `sqlite`)
+//!   or PostgreSQL (feature `postgres`).
 //! - `testkit` (feature `testkit`): the property-test harness and its pie log.
 //! - `models` (feature `models`): Stateright actor models of every delivery design (files
 //!   under `models/`) and onepie's search engine over them.
+//! - `conform` (feature `conform`): the checker's house steps replayed on the real stores.
 //! - `cli` (feature `cli`, the default): the `onepie` command.
 //!
 //! Dependency direction, enforced by the features: `models`, `testkit` and `cli` use the core

@@ -13,6 +13,22 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Runs onepie with `args`, which must fail with exactly one `onepie:` line containing `says`
+/// and no panic; returns the exit code.
+fn one_line_error(args: &[&str], says: &str) -> Option<i32> {
+    let out = onepie(args);
+    assert!(!out.status.success(), "{args:?}");
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("onepie:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+    assert!(errors[0].contains(says), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    out.status.code()
+}
+
 #[test]
 fn check_prints_the_table_and_a_numbered_story() {
     let out = onepie(&["check", "ack-after-work"]);
@@ -162,16 +178,7 @@ fn engine_flags_are_checked_and_bad_ones_are_one_line_errors() {
     ] {
         let mut all = vec!["check", "idempotent-house"];
         all.extend_from_slice(args);
-        let out = onepie(&all);
-        assert!(!out.status.success(), "{args:?}");
-        let stderr = text(&out.stderr);
-        let errors: Vec<&str> = stderr
-            .lines()
-            .filter(|l| l.starts_with("onepie:"))
-            .collect();
-        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
-        assert!(errors[0].contains(says), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        one_line_error(&all, says);
     }
 }
 
@@ -235,13 +242,7 @@ fn conform_replays_house_steps_and_refuses_bad_input_in_one_line() {
             75,
         ),
     ] {
-        let out = onepie(args);
-        assert_eq!(out.status.code(), Some(code), "{args:?}");
-        let stderr = text(&out.stderr);
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("onepie:")).collect();
-        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
-        assert!(errors[0].contains(says), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(one_line_error(args, says), Some(code), "{args:?}");
     }
 }
 
@@ -257,8 +258,11 @@ fn simulate_prints_tables_json_and_csv_and_refuses_bad_input_in_one_line() {
     ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The data row: 50 runs of 10 orders.
     assert!(
-        stdout.contains("duplicated") && stdout.contains("ack-after-work"),
+        stdout
+            .lines()
+            .any(|l| l.starts_with("ack-after-work") && l.contains(" 500 ")),
         "{stdout}"
     );
 
@@ -269,6 +273,7 @@ fn simulate_prints_tables_json_and_csv_and_refuses_bad_input_in_one_line() {
         "20",
         "--json",
     ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r.as_array().unwrap().len(), 2);
     assert_eq!(r[1]["design"], "idempotent-house");
@@ -291,89 +296,32 @@ fn simulate_prints_tables_json_and_csv_and_refuses_bad_input_in_one_line() {
         .unwrap()
         .starts_with("loss-rate,0,ack-after-work,20,"));
 
+    // Each after `simulate ack-after-work` unless it names its own design.
     for (args, says) in [
+        (&["--timeout", "0s"][..], "at least 1ms"),
+        (&["--timeout", "0.1us"], "at least 1ms"),
+        (&["--timeout", "1e307m"], "at most"),
+        (&["--work", "1e300s"], "is not a distribution"),
+        (&["--work", "fast"], "is not a distribution"),
+        (&["--work", "lognormal:1s,1000"], "σ must be"),
+        (&["--crash-rate", "1e12"], "not a rate"),
+        (&["--crash-rate", "-1"], "not a rate"),
+        (&["--loss-rate", "1.5"], "not a probability"),
+        (&["--orders", "300"], "--orders 300 is out of range"),
+        (&["--runs", "0"], "--runs"),
+        (&["--sweep", "timeout=0.0000001s..1s:3"], "is not a sweep"),
+        (&["--sweep", "timeout=1s..2s"], "is not a sweep"),
+        (&["--sweep", "oven=1..2:3"], "is not a sweep"),
+        (&["--svg", "x.svg"], "--sweep"),
         (
-            &["simulate", "ack-after-work", "--timeout", "0s"][..],
-            "at least 1ms",
-        ),
-        (
-            &["simulate", "ack-after-work", "--timeout", "0.1us"],
-            "at least 1ms",
-        ),
-        (
-            &["simulate", "ack-after-work", "--work", "1e300s"],
-            "is not a distribution",
-        ),
-        (
-            &["simulate", "ack-after-work", "--timeout", "1e307m"],
-            "at most",
-        ),
-        (
-            &["simulate", "ack-after-work", "--work", "lognormal:1s,1000"],
-            "σ must be",
-        ),
-        (
-            &["simulate", "ack-after-work", "--crash-rate", "1e12"],
-            "not a rate",
-        ),
-        (
-            &[
-                "simulate",
-                "ack-after-work",
-                "--sweep",
-                "timeout=0.0000001s..1s:3",
-            ],
-            "is not a sweep",
-        ),
-        (
-            &["simulate", "ack-after-work", "--work", "fast"],
-            "is not a distribution",
-        ),
-        (
-            &["simulate", "ack-after-work", "--loss-rate", "1.5"],
-            "not a probability",
-        ),
-        (
-            &["simulate", "ack-after-work", "--crash-rate", "-1"],
-            "not a rate",
-        ),
-        (
-            &["simulate", "ack-after-work", "--orders", "300"],
-            "--orders 300 is out of range",
-        ),
-        (&["simulate", "ack-after-work", "--runs", "0"], "--runs"),
-        (
-            &["simulate", "ack-after-work", "--sweep", "timeout=1s..2s"],
-            "is not a sweep",
-        ),
-        (
-            &["simulate", "ack-after-work", "--sweep", "oven=1..2:3"],
-            "is not a sweep",
-        ),
-        (&["simulate", "ack-after-work", "--svg", "x.svg"], "--sweep"),
-        (&["simulate", "deadline"], "cannot be simulated yet"),
-        (&["simulate", "no-such-design"], "unknown design"),
-        (
-            &[
-                "simulate",
-                "ack-after-work",
-                "--sweep",
-                "timeout=1s..2s:2",
-                "--svg",
-                "/no/such/dir/x.svg",
-            ],
+            &["--sweep", "timeout=1s..2s:2", "--svg", "/no/such/dir/x.svg"],
             "cannot draw the chart",
         ),
     ] {
-        let out = onepie(args);
-        assert!(!out.status.success(), "{args:?}");
-        let stderr = text(&out.stderr);
-        let errors: Vec<&str> = stderr
-            .lines()
-            .filter(|l| l.starts_with("onepie:"))
-            .collect();
-        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
-        assert!(errors[0].contains(says), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        let mut all = vec!["simulate", "ack-after-work"];
+        all.extend_from_slice(args);
+        one_line_error(&all, says);
     }
+    one_line_error(&["simulate", "deadline"], "cannot be simulated yet");
+    one_line_error(&["simulate", "no-such-design"], "unknown design");
 }

@@ -212,7 +212,8 @@ fn thread_count_changes_nothing_reported() {
 /// Symmetry reduction is sound: for every design with a symmetry, the same verdicts and story
 /// lengths as the unreduced search at the default size and at one size up, with fewer states.
 /// (Pizzeria designs one size up: 3 orders and 1 worker, where orders are what is reduced; the
-/// others: one worker more. `producer-retry` and `idempotency-key` have no symmetry.)
+/// others: one worker more. `producer-retry`, `idempotency-key` and `per-host-dedup` have no
+/// symmetry.)
 #[test]
 fn symmetry_keeps_verdicts_and_story_lengths() {
     for d in models::designs() {

@@ -8,14 +8,9 @@ fn params(orders: u8, workers: u8, runs: u32) -> SimParams {
     SimParams {
         orders,
         workers,
-        work: Dist::Exp { mean: 1.0 },
-        timeout: 2.0,
-        delay: Dist::Fixed { secs: 0.0 },
-        crash_rate: 0.0,
-        restart: 1.0,
-        loss_rate: 0.0,
         runs,
         seed: 7,
+        ..SimParams::default()
     }
 }
 
@@ -101,8 +96,6 @@ fn delete_on_delivery_loses_orders_at_the_closed_form_crash_rate() {
 fn aggressive() -> SimParams {
     SimParams {
         orders: 3,
-        workers: 2,
-        work: Dist::Exp { mean: 1.0 },
         timeout: 0.7,
         delay: Dist::Exp { mean: 0.1 },
         crash_rate: 0.2,
@@ -110,6 +103,7 @@ fn aggressive() -> SimParams {
         loss_rate: 0.1,
         runs: 300,
         seed: 42,
+        ..SimParams::default()
     }
 }
 

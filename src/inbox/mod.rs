@@ -272,8 +272,8 @@ pub struct Entry {
     pub created_at: Millis,
 }
 
-/// A store that deduplicates deliveries with [`crate::dedup::decide`]: SQLite, or in memory
-/// for tests. One value is one handle (one connection); use [`try_clone`] to get another
+/// A store that deduplicates deliveries with [`crate::dedup::decide`]: in memory (for tests),
+/// SQLite (feature `sqlite`) or PostgreSQL (feature `postgres`). One value is one handle (one connection); use [`try_clone`] to get another
 /// handle on the same store for another thread.
 ///
 /// [`try_clone`]: InboxStore::try_clone
@@ -282,8 +282,8 @@ pub trait InboxStore: Sized + Send {
     /// back together with the key.
     type Tx<'t>;
 
-    /// Another handle on the same store (a new connection to the same file, or a shared
-    /// in-memory state), for another thread.
+    /// Another handle on the same store (a new connection to the same file or database, or a
+    /// shared in-memory state), for another thread.
     fn try_clone(&self) -> Result<Self, InboxError>;
 
     /// The store's clock reading now.

@@ -9,6 +9,11 @@
 //!   effect's writes with it, and the answer comes from the winner's record. (So two such
 //!   deliveries may run their effects at the same time; only one commits. An effect that takes
 //!   its own locks may meet the other's and fail, or deadlock: retry it.)
+//! - a key the store has and can answer at once (a completed key, a conflict, a live claim)
+//!   is answered from one unlocked read, and the transaction is rolled back. That read marks
+//!   the transaction with a transaction-local setting (`onepie.delivery`), which the new-key
+//!   insert checks to tell whether the effect ended the transaction; so a duplicate uses up no
+//!   transaction id. The lock paths below still compare `txid_current()`: they write anyway.
 //! - a key the store has (an expired key, an abandoned claim, and every claim) is locked
 //!   first — a placeholder insert, else `SELECT … FOR UPDATE`, which waits for any holder and
 //!   returns the latest committed version — and decided again under the lock.
@@ -128,15 +133,6 @@ pub struct PgInbox {
     store: String,
     opts: PgOptions,
     stmts: Stmts,
-    /// Deliveries made through this handle: each one's transaction marker.
-    deliveries: u64,
-}
-
-impl PgInbox {
-    /// The database this handle uses, as a URL without its password (for messages).
-    pub fn display_name(&self) -> &str {
-        &self.store
-    }
 }
 
 impl fmt::Debug for PgInbox {
@@ -382,24 +378,24 @@ impl PgInbox {
                 .map_err(err)?,
             probe: client
                 .prepare(&format!(
-                    "SELECT set_config('onepie.delivery', $2, true) AS marker, {COLUMNS}
+                    "SELECT set_config('onepie.delivery', 'on', true) AS marker, {COLUMNS}
                      FROM (SELECT 1) AS one LEFT JOIN onepie_inbox ON key = $1"
                 ))
                 .map_err(err)?,
             // A new key's record after its effect ran, if the key is still free. The probe's
             // transaction-local marker tells whether this still is the delivery's transaction:
-            // if the effect ended it, the marker is gone and this inserts nothing. (A marker,
-            // not `txid_current()`, so that a delivery answered as a duplicate uses up no
-            // transaction id.)
+            // a local setting ends with its transaction, so if the effect ended it the marker
+            // is gone and this inserts nothing. (A marker, not `txid_current()`, so that a
+            // delivery answered as a duplicate uses up no transaction id.)
             insert_new: client
                 .prepare(
                     "WITH ins AS (
                          INSERT INTO onepie_inbox (key, fingerprint, state, result, created_at, completed_at)
                          SELECT $1, $2, 1, $3, $4, $4
-                         WHERE current_setting('onepie.delivery', true) = $5
+                         WHERE current_setting('onepie.delivery', true) = 'on'
                          ON CONFLICT (key) DO NOTHING RETURNING 1)
                      SELECT (SELECT count(*) FROM ins),
-                            coalesce(current_setting('onepie.delivery', true) = $5, false)",
+                            coalesce(current_setting('onepie.delivery', true) = 'on', false)",
                 )
                 .map_err(err)?,
             insert_placeholder: client
@@ -425,7 +421,6 @@ impl PgInbox {
             store,
             opts,
             stmts,
-            deliveries: 0,
         })
     }
 
@@ -547,8 +542,8 @@ fn lock(
     }
 }
 
-/// [`lock`] for a batch's distinct keys, in key order, in two statements: insert placeholders
-/// for the new ones, then lock the rest. Returns each key's record, the keys that got a
+/// [`lock`] for a batch's distinct keys, in key order: read the transaction id, insert
+/// placeholders for the new ones, then lock the rest (three statements). Returns each key's record, the keys that got a
 /// placeholder, and the transaction's id.
 #[allow(clippy::type_complexity)]
 fn lock_all<'k>(
@@ -707,9 +702,7 @@ impl InboxStore for PgInbox {
         let err = |e| pg_err(&store, e);
         let mut tx = self.client.get_mut().transaction().map_err(err)?;
         // One round trip: a marker for this transaction, and what the store holds, unlocked.
-        self.deliveries += 1;
-        let marker = self.deliveries.to_string();
-        let probe = tx.query_one(&stmts.probe, &[&key, &marker]).map_err(err)?;
+        let probe = tx.query_one(&stmts.probe, &[&key]).map_err(err)?;
         let seen = match probe.get::<_, Option<Vec<u8>>>("fingerprint") {
             Some(_) => Some(decode(&probe, &store)?),
             None => None,
@@ -726,7 +719,7 @@ impl InboxStore for PgInbox {
             let mut tx = etx.tx;
             let (now, fp) = (req.now as i64, &req.fingerprint.0[..]);
             let row = tx
-                .query_one(&stmts.insert_new, &[&key, &fp, &result, &now, &marker])
+                .query_one(&stmts.insert_new, &[&key, &fp, &result, &now])
                 .map_err(ended_or(&store, key))?;
             let (inserted, same_transaction): (i64, bool) = (row.get(0), row.get(1));
             if !same_transaction {

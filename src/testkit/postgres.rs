@@ -1,6 +1,6 @@
 //! A throw-away PostgreSQL server for tests and benchmarks: `initdb` into a fresh directory,
 //! `pg_ctl start` on a free loopback port, and on drop `pg_ctl stop` and the directory removed.
-//! About 3 s to start. It needs Debian's `postgresql` package (or `ONEPIE_PG_BIN` naming the
+//! Under 1 s to start here. It needs Debian's `postgresql` package (or `ONEPIE_PG_BIN` naming the
 //! folder holding `initdb` and `pg_ctl`); when it cannot start, the error says why — tests
 //! must fail on it, never skip.
 //!
