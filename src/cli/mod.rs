@@ -244,11 +244,13 @@ impl Sizes {
 }
 
 /// Tells mimalloc (the binary's and the benches' allocator) to keep freed memory rather than
-/// hand it back to the OS 10 ms later: each search level frees the last level's frontier and
+/// hand it back to the OS after its purge delay: each search level frees the last level's frontier and
 /// allocates the next one's, and re-faulting those pages (the kernel zeroing them) was 7% of a
-/// 3×3 check in `perf`. Peak memory is about 4% higher. Call before any heavy work.
+/// 3×3 check in `perf` (4–5 K purges; 0 with this). Peak memory is about 4% higher. Call
+/// before any heavy work.
 pub fn keep_freed_memory() {
-    // `mi_option_purge_delay` in mimalloc 2's option enum (mimalloc.h); -1 means never purge.
+    // `mi_option_purge_delay` in mimalloc's option enum (index 15 in both v2's and v3's
+    // mimalloc.h); -1 means never purge.
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: setting an option is a plain store mimalloc reads on its next purge decision.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
