@@ -106,6 +106,7 @@ fn stateright_any(world: AnyWorld, budget: u64) -> Row {
         AnyWorld::Timed(w) => stateright(w, budget),
         AnyWorld::Lease(w) => stateright(w, budget),
         AnyWorld::Phone(w) => stateright(w, budget),
+        AnyWorld::Http(w) => stateright(w, budget),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod customer;
 pub mod engine;
 pub mod explore;
 pub mod house;
+pub mod http;
 pub mod leases;
 pub mod pizzeria;
 pub mod proofs;
@@ -29,7 +30,10 @@ pub mod deadline_unbounded;
 pub mod dedup_window;
 pub mod delete_on_delivery;
 pub mod forgetful_house;
+pub mod get_handler_set;
 pub mod idempotency_key;
+pub mod idempotency_layer;
+pub mod idempotency_layer_lease;
 pub mod idempotent_house;
 pub mod lease_fenced_dedup;
 pub mod lease_fencing;
@@ -155,6 +159,7 @@ pub enum AnyWorld {
     Timed(clocks::TimedWorld),
     Lease(leases::LeaseWorld),
     Phone(customer::PhoneWorld),
+    Http(http::HttpWorld),
 }
 
 /// Runs `$body` with `$w` bound to the concrete world inside an [`AnyWorld`].
@@ -165,6 +170,7 @@ macro_rules! with_world {
             AnyWorld::Timed($w) => $body,
             AnyWorld::Lease($w) => $body,
             AnyWorld::Phone($w) => $body,
+            AnyWorld::Http($w) => $body,
         }
     };
 }
@@ -189,6 +195,11 @@ impl From<customer::PhoneWorld> for AnyWorld {
         AnyWorld::Phone(w)
     }
 }
+impl From<http::HttpWorld> for AnyWorld {
+    fn from(w: http::HttpWorld) -> Self {
+        AnyWorld::Http(w)
+    }
+}
 
 impl AnyWorld {
     /// What the cast's symmetry treats as interchangeable.
@@ -200,6 +211,7 @@ impl AnyWorld {
             AnyWorld::Timed(_) => clocks::SYMMETRY,
             AnyWorld::Lease(_) => leases::SYMMETRY,
             AnyWorld::Phone(_) => customer::SYMMETRY,
+            AnyWorld::Http(_) => http::SYMMETRY,
         }
     }
 }
@@ -311,6 +323,9 @@ pub fn designs() -> Vec<&'static Design> {
         &accept_first::DESIGN,
         &producer_retry::DESIGN,
         &idempotency_key::DESIGN,
+        &idempotency_layer::DESIGN,
+        &idempotency_layer_lease::DESIGN,
+        &get_handler_set::DESIGN,
     ]
 }
 

@@ -63,6 +63,12 @@ pub trait Message: Display {
     /// (the house's receipt for a kept pie). Counting effects on send, in the history, means a
     /// crash of the house cannot hide a duplicate.
     fn kept_pie(&self) -> Option<Order>;
+
+    /// Whether the network may lose this message (a lost-message fault). Every message may be
+    /// lost unless its cast says otherwise.
+    fn may_be_lost(&self) -> bool {
+        true
+    }
 }
 
 /// The state of a [`World`].
@@ -171,7 +177,9 @@ where
         match action {
             // A message an actor sends itself is a note to self, not network traffic: only a
             // crash of that actor loses it.
-            ActorModelAction::Drop(env) => env.src != env.dst && used.losses < self.budget.losses,
+            ActorModelAction::Drop(env) => {
+                env.src != env.dst && env.msg.may_be_lost() && used.losses < self.budget.losses
+            }
             ActorModelAction::Crash(id) => {
                 used.crashes < self.budget.crashes
                     && self

@@ -4,6 +4,7 @@
 //! - [`dedup`]: the sans-IO decision core of a deduplicating receiver.
 //! - [`inbox`]: the deduplicating receiver a service uses: in memory, SQLite (feature `sqlite`)
 //!   or PostgreSQL (feature `postgres`).
+//! - `http` (feature `http`): Idempotency-Key for HTTP services, a tower layer on the inbox.
 //! - `testkit` (feature `testkit`): the property-test harness and its pie log.
 //! - `models` (feature `models`): Stateright actor models of every delivery design (files
 //!   under `models/`) and onepie's search engine over them.
@@ -17,6 +18,9 @@
 pub mod dedup;
 pub mod inbox;
 pub mod ledger;
+
+#[cfg(feature = "http")]
+pub mod http;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

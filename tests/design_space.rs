@@ -630,3 +630,241 @@ fn symmetry_representative_is_the_same_for_every_order_of_the_workers() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// HTTP Idempotency-Key middleware: a client retrying at two stateless instances over one
+// database (models/http.rs).
+
+/// The shortest path in `world` (no symmetry) to a state where `bad` holds, told as a story.
+fn http_story(
+    world: &models::http::HttpWorld,
+    bad: impl Fn(&models::world::State<models::http::Http>) -> bool,
+) -> Vec<String> {
+    let path = check::shortest_path(world, bad).expect("the state is reachable");
+    let states = path.into_vec();
+    states
+        .windows(2)
+        .map(|w| check::narrate(world, &w[0].0, w[0].1.as_ref().unwrap(), &w[1].0))
+        .collect()
+}
+
+/// Is `msg` in flight in `s`?
+fn http_in_flight(
+    s: &models::world::State<models::http::Http>,
+    msg: impl Fn(&models::http::Msg) -> bool,
+) -> bool {
+    s.network.iter_deliverable().any(|env| msg(env.msg))
+}
+
+fn assert_told(story: &[String], telling: &[(usize, &str)]) {
+    let told = story.join("\n");
+    for &(k, text) in telling {
+        assert!(
+            story[k - 1].contains(text),
+            "step {k} should contain {text:?}; story\n{told}"
+        );
+    }
+}
+
+/// The layer's transactional mode holds at its default size (1 key × 2 instances, ≤1 crash,
+/// ≤1 lost message, ≤1 stall), and not by doing nothing: a second transaction for the key waits
+/// for the lock and replays once the first commits, and a transaction rolled back under a slow
+/// handler (a stall) has its late commit refused, a 503.
+#[test]
+fn idempotency_layer_holds_and_its_lock_and_rollback_are_exercised() {
+    use models::http::{Msg, Status};
+    let d = design("idempotency-layer");
+    assert_eq!(verdicts_at(d.name, &d.defaults), expect(Holds, Holds));
+    let world = models::idempotency_layer::world(&d.defaults);
+    // Both answers of one commit at once: the committer's and the waiter's replay.
+    let waited = http_story(&world, |s| {
+        http_in_flight(s, |m| matches!(m, Msg::Committed { .. }))
+            && http_in_flight(s, |m| matches!(m, Msg::Found { .. }))
+    });
+    assert_eq!(waited.len(), 8, "{}", waited.join("\n"));
+    assert_told(
+        &waited,
+        &[
+            (
+                2,
+                "sends \"key 0 is new, locked for you: run the handler\" to instance 0",
+            ),
+            (4, "(stall) client's patience for key 0"),
+            (
+                6,
+                "database receives BEGIN; look key 0 up FOR UPDATE from instance 1",
+            ),
+            (
+                8,
+                "sends \"committed: the pie and key 0\" to instance 0, sends \"key 0 is done: \
+                 its stored response is 201\" to instance 1 — order 0 has its pie",
+            ),
+        ],
+    );
+    assert!(!waited[5].contains("sends"), "the second transaction waits");
+    // A slow handler's transaction rolled back (a stall): its late commit is refused, a 503.
+    let refused = http_story(&world, |s| {
+        http_in_flight(s, |m| {
+            matches!(
+                m,
+                Msg::Response {
+                    status: Status::Unavailable,
+                    ..
+                }
+            )
+        })
+    });
+    assert_eq!(refused.len(), 7, "{}", refused.join("\n"));
+    assert_told(
+        &refused,
+        &[
+            (
+                4,
+                "sends COMMIT the pie and key 0 with its response to database",
+            ),
+            (
+                5,
+                "(stall) database's connection-lost timer for the transaction of instance 0 on \
+                 key 0 fires while the work is still under way",
+            ),
+            (6, "\"no such transaction (rolled back): COMMIT refused\""),
+            (
+                7,
+                "sends 503 Service Unavailable for key 0 (nothing committed) to client",
+            ),
+        ],
+    );
+}
+
+/// One size up it still holds: two keys on two instances, and one key with two crashes and two
+/// stalls (each a few seconds at most).
+#[test]
+fn idempotency_layer_holds_with_two_keys_and_with_two_crashes_and_two_stalls() {
+    let d = design("idempotency-layer");
+    for p in [
+        Params {
+            orders: 2,
+            ..d.defaults
+        },
+        Params {
+            crashes: 2,
+            stalls: 2,
+            ..d.defaults
+        },
+    ] {
+        assert_eq!(verdicts_at(d.name, &p), expect(Holds, Holds), "at {p}");
+    }
+}
+
+/// Lease mode bakes twice: the first instance bakes (the handler's external effect) and crashes
+/// before completing the key; its lease runs out — no stall, its holder is gone — and the
+/// client's retry takes the key over with token 2 and bakes again.
+#[test]
+fn idempotency_layer_lease_bakes_again_after_a_crash_between_the_effect_and_completing() {
+    let d = design("idempotency-layer-lease");
+    let steps = story(
+        d.name,
+        &d.defaults,
+        expect(Violated, Holds),
+        AT_MOST_ONE_PIE,
+        11,
+        &[
+            (2, "\"key 0 is yours: a lease with token 1\""),
+            (4, "(stall) client's patience for key 0"),
+            (4, "to instance 1"),
+            (6, "the handler baked the pie for key 0 (token 1)"),
+            (6, "order 0 has its pie"),
+            (7, "instance 0 crashes"),
+            (9, "\"key 0 is yours: a lease with token 2\" to instance 1"),
+            (11, "a SECOND pie for order 0"),
+        ],
+    );
+    assert_eq!(steps[7], "database's lease timer for key 0 fires");
+}
+
+/// The lease's duplicate needs a crash, or a second stall in its place: without crashes it holds
+/// (≤1 stall, ≤1 lost message); without crashes but with two stalls the lease runs out under a
+/// live, slow holder; and without stalls a crash alone is enough (the client's patience after
+/// the crash is no stall).
+#[test]
+fn idempotency_layer_lease_needs_a_crash_or_two_stalls() {
+    let d = design("idempotency-layer-lease");
+    let no_crash = Params {
+        crashes: 0,
+        ..d.defaults
+    };
+    assert_eq!(verdicts_at(d.name, &no_crash), expect(Holds, Holds));
+    story(
+        d.name,
+        &Params {
+            stalls: 2,
+            ..no_crash
+        },
+        expect(Violated, Holds),
+        AT_MOST_ONE_PIE,
+        10,
+        &[
+            (4, "(stall) client's patience for key 0"),
+            (7, "(stall) database's lease timer for key 0"),
+            (10, "a SECOND pie for order 0"),
+        ],
+    );
+    let no_stall = Params {
+        stalls: 0,
+        ..d.defaults
+    };
+    assert_eq!(verdicts_at(d.name, &no_stall), expect(Violated, Holds));
+}
+
+/// Get → handler → set: the client's patience runs out while its first request is still on its
+/// way (a stall), the retry reaches instance 1, both reads miss and both handlers bake.
+#[test]
+fn get_handler_set_bakes_twice_when_two_reads_miss() {
+    let d = design("get-handler-set");
+    story(
+        d.name,
+        &d.defaults,
+        expect(Violated, Holds),
+        AT_MOST_ONE_PIE,
+        11,
+        &[
+            (2, "sends \"key 0 is not stored\" to instance 0"),
+            (
+                4,
+                "(stall) client's patience for key 0 fires while the work is still under way",
+            ),
+            (4, "to instance 1"),
+            (6, "sends \"key 0 is not stored\" to instance 1"),
+            (
+                9,
+                "from instance 0 and sends \"the pie for key 0 is written\"",
+            ),
+            (9, "order 0 has its pie"),
+            (
+                11,
+                "from instance 1 and sends \"the pie for key 0 is written\"",
+            ),
+            (11, "a SECOND pie for order 0"),
+        ],
+    );
+    // A crash between the handler's write and the SET does it too; with neither a crash nor a
+    // stall the client never retries while a request is under way, and it holds.
+    let crash_only = Params {
+        stalls: 0,
+        ..d.defaults
+    };
+    story(
+        d.name,
+        &crash_only,
+        expect(Violated, Holds),
+        AT_MOST_ONE_PIE,
+        12,
+        &[(5, "order 0 has its pie"), (6, "instance 0 crashes")],
+    );
+    let calm = Params {
+        crashes: 0,
+        stalls: 0,
+        ..d.defaults
+    };
+    assert_eq!(verdicts_at(d.name, &calm), expect(Holds, Holds));
+}

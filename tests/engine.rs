@@ -66,12 +66,14 @@ fn the_engine_agrees_with_stateright_on_every_design() {
             AnyWorld::Timed(w) => w.symmetry = None,
             AnyWorld::Lease(w) => w.symmetry = None,
             AnyWorld::Phone(w) => w.symmetry = None,
+            AnyWorld::Http(w) => w.symmetry = None,
         }
         let (unique, found) = match world {
             AnyWorld::Pizzeria(w) => stateright_bfs(w, None),
             AnyWorld::Timed(w) => stateright_bfs(w, None),
             AnyWorld::Lease(w) => stateright_bfs(w, None),
             AnyWorld::Phone(w) => stateright_bfs(w, None),
+            AnyWorld::Http(w) => stateright_bfs(w, None),
         };
         // Stateright stops early once every property has a path; none of ours does.
         assert!(found.len() < ours.properties.len(), "{}", d.name);
@@ -116,6 +118,7 @@ fn stateright_bfs_bounded(world: AnyWorld, depth: usize) -> Vec<&'static str> {
         AnyWorld::Timed(w) => stateright_bfs(w, Some(depth)).1,
         AnyWorld::Lease(w) => stateright_bfs(w, Some(depth)).1,
         AnyWorld::Phone(w) => stateright_bfs(w, Some(depth)).1,
+        AnyWorld::Http(w) => stateright_bfs(w, Some(depth)).1,
     };
     found.into_iter().map(|(name, _)| name).collect()
 }
@@ -212,8 +215,8 @@ fn thread_count_changes_nothing_reported() {
 /// Symmetry reduction is sound: for every design with a symmetry, the same verdicts and story
 /// lengths as the unreduced search at the default size and at one size up, with fewer states.
 /// (Pizzeria designs one size up: 3 orders and 1 worker, where orders are what is reduced; the
-/// others: one worker more. `producer-retry`, `idempotency-key` and `per-host-dedup` have no
-/// symmetry.)
+/// others: one worker more. `producer-retry`, `idempotency-key`, `per-host-dedup` and the HTTP
+/// designs have no symmetry.)
 #[test]
 fn symmetry_keeps_verdicts_and_story_lengths() {
     for d in models::designs() {

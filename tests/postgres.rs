@@ -6,11 +6,14 @@
 //! tests whose names contain NAME.
 
 mod common;
+#[path = "common/shop.rs"]
+mod shop;
 
 use onepie::inbox::{
     Claim, InboxError, InboxStore, ManualClock, NotOwnerReason, Outcome, PgInbox, PgOptions,
     Retention, END_OF_TIME,
 };
+use onepie::ledger::Ledger;
 use onepie::testkit::harness::{self, Op, StoreReceiver};
 use onepie::testkit::postgres::Cluster;
 use onepie::testkit::{PieLog, PieStore};
@@ -437,6 +440,70 @@ fn quickcheck_applying_twice_is_applying_once(db: &Db) {
         .quickcheck(prop as fn(String, Vec<u8>, Vec<u8>) -> bool);
 }
 
+/// The HTTP layer in transactional mode on PostgreSQL, two instances sharing the database:
+/// 64 concurrent requests with one key (32 per instance) bake one pie; ten keys at once each
+/// bake one; a retry on the other instance replays.
+fn the_http_layer_bakes_once_across_two_instances(db: &Db) {
+    use onepie::http::IdempotencyLayer;
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let inbox = PgInbox::open(&db.url).unwrap();
+    let oven = Arc::new(shop::Oven::default());
+    oven.bake_ms.store(50, Ordering::SeqCst);
+    // The postgres crate's synchronous client runs a runtime of its own, so connections are
+    // made outside this one (the layer makes its own on tokio's blocking pool).
+    let layers: Vec<_> = (0..2)
+        .map(|_| IdempotencyLayer::transactional(inbox.try_clone().unwrap()))
+        .collect();
+    rt.block_on(async {
+        let mut addrs = Vec::new();
+        for layer in layers {
+            addrs.push(shop::serve(shop::app(layer, oven.clone())).await);
+        }
+        let c = shop::client();
+        let mut requests = Vec::new();
+        for i in 0..64 {
+            let (c, addr) = (c.clone(), addrs[i % 2]);
+            requests.push(tokio::spawn(async move {
+                shop::post_order(&c, addr, "order-1", "apple").await
+            }));
+        }
+        for i in 0..10 {
+            let (c, addr) = (c.clone(), addrs[i % 2]);
+            requests.push(tokio::spawn(async move {
+                shop::post_order(&c, addr, &format!("order-k{i}"), "plum").await
+            }));
+        }
+        for r in requests {
+            let reply = r.await.unwrap();
+            assert!([201, 409].contains(&reply.status), "{reply:?}");
+        }
+        let first = shop::post_order(&c, addrs[0], "order-1", "apple").await;
+        let other = shop::post_order(&c, addrs[1], "order-1", "apple").await;
+        assert_eq!((first.status, first.replayed()), (201, true));
+        assert_eq!(other.body, first.body);
+        assert_eq!(
+            shop::post_order(&c, addrs[1], "order-1", "cherry")
+                .await
+                .status,
+            422
+        );
+    });
+    let keys: Vec<String> = std::iter::once("order-1".to_string())
+        .chain((0..10).map(|i| format!("order-k{i}")))
+        .collect();
+    let mut ledger = Ledger::placing(keys);
+    for (key, n) in inbox.pie_counts().unwrap() {
+        ledger.record_effects(key, n);
+    }
+    let tally = ledger.tally();
+    assert!(tally.is_exactly_once(), "{tally:?}");
+}
+
 fn main() {
     type Test = (&'static str, fn(&Db));
     let tests: &[Test] = &[
@@ -480,6 +547,10 @@ fn main() {
         (
             "every_real_inbox_design_conforms",
             every_real_inbox_design_conforms,
+        ),
+        (
+            "the_http_layer_bakes_once_across_two_instances",
+            the_http_layer_bakes_once_across_two_instances,
         ),
     ];
     let names: Vec<&'static str> = tests.iter().map(|(n, _)| *n).collect();
