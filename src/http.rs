@@ -18,9 +18,9 @@
 //! - [`Mode::Transactional`] — **exactly once** for the handler's writes to the inbox's own
 //!   database (SQLite or PostgreSQL). The layer opens the delivery's transaction before the
 //!   handler runs and hands the handler a [`Transaction`] (a request extension) to write
-//!   through; the writes and the key's stored response commit together. A crash, a 5xx, a
-//!   dropped connection or a handler error rolls both back, so the key stays free and a retry
-//!   runs the handler afresh. The transaction holds the key's lock while the handler runs: a
+//!   through; the writes and the key's stored response commit together. A crash, a 5xx or a
+//!   handler error rolls both back, so the key stays free and a retry runs the handler afresh.
+//!   A handler whose client went away still runs to its end, and the retry gets its response. The transaction holds the key's lock while the handler runs: a
 //!   second request with the key *on the same instance* gets 409 at once; on *another instance*
 //!   it waits for the first transaction (PostgreSQL's row lock, SQLite's write lock) and then
 //!   replays its response. SQLite takes one writer at a time, so there handlers with keys run
@@ -62,7 +62,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -269,8 +269,8 @@ where
         + Clone
         + Send
         + 'static,
-    Inner::Future: Send,
-    Inner::Error: Send,
+    Inner::Future: Send + 'static,
+    Inner::Error: Send + 'static,
     ReqB: Body<Data = Bytes> + Send + 'static,
     ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Send + 'static,
@@ -301,10 +301,14 @@ async fn handle<St, Inner, ReqB, ResB>(
 ) -> Answer<ResB, Inner::Error>
 where
     St: InboxStore + 'static,
-    Inner: tower_service::Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
+    Inner: tower_service::Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>
+        + Send
+        + 'static,
+    Inner::Future: Send + 'static,
+    Inner::Error: Send + 'static,
     ReqB: Body<Data = Bytes> + Send + 'static,
     ReqB::Error: Into<BoxError>,
-    ResB: Body<Data = Bytes>,
+    ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
     let pass = |inner: &mut Inner, req: Request<ReqB>| {
@@ -349,7 +353,7 @@ where
     let payload = (config.fingerprint)(&parts, &body);
     let req = Request::from_parts(parts, Either::Right(Full::new(body)));
     match config.mode {
-        Mode::Transactional => transactional(inner, &config, pool, key, payload, req).await,
+        Mode::Transactional => transactional(inner, config, pool, key, payload, req).await,
         Mode::Lease(lease) => leased(inner, &config, pool, key, payload, lease, req).await,
     }
 }
@@ -380,7 +384,7 @@ fn parse_key(value: &HeaderValue) -> Result<String, String> {
 /// }
 /// ```
 pub struct Transaction<St: InboxStore> {
-    ops: mpsc::Sender<Op<St>>,
+    ops: tokio::sync::mpsc::UnboundedSender<TxFn<St>>,
 }
 
 impl<St: InboxStore> Clone for Transaction<St> {
@@ -405,16 +409,8 @@ pub struct TransactionGone;
 
 type TxFn<St> = Box<dyn FnOnce(&mut <St as InboxStore>::Tx<'_>) + Send>;
 
-enum Op<St: InboxStore> {
-    /// Run this on the transaction.
-    Run(TxFn<St>),
-    /// The handler is done: commit with this stored response, or roll back with this reason.
-    Finish(Result<Vec<u8>, BoxError>),
-}
-
 impl<St: InboxStore + 'static> Transaction<St> {
-    /// Runs `f` on the delivery's transaction (on the blocking thread that holds it) and
-    /// returns what it returned.
+    /// Runs `f` on the delivery's transaction and returns what it returned.
     pub async fn run<R, F>(&self, f: F) -> Result<R, TransactionGone>
     where
         F: FnOnce(&mut St::Tx<'_>) -> R + Send + 'static,
@@ -424,98 +420,143 @@ impl<St: InboxStore + 'static> Transaction<St> {
         let op: TxFn<St> = Box::new(move |t| {
             let _ = tx.send(f(t));
         });
-        self.ops.send(Op::Run(op)).map_err(|_| TransactionGone)?;
+        self.ops.send(op).map_err(|_| TransactionGone)?;
         rx.await.map_err(|_| TransactionGone)
     }
 }
 
+/// What the handler did inside the delivery's transaction.
+enum Handled<ResB, E> {
+    /// Answered; the response is stored with the key if the delivery commits.
+    Answered(Response<ResponseBody<ResB>>),
+    /// Answered with what is not to be kept (a 5xx under [`ServerErrors::FreeKey`], or a
+    /// response body that failed): the transaction rolls back, the key stays free.
+    NotKept(Response<ResponseBody<ResB>>),
+    /// The handler failed with the service's error: rolled back, the error passed on.
+    Failed(E),
+}
+
 async fn transactional<St, Inner, ReqB, ResB>(
-    mut inner: Inner,
-    config: &Config,
+    inner: Inner,
+    config: Arc<Config>,
     pool: Arc<Pool<St>>,
     key: String,
     payload: Vec<u8>,
-    mut req: Request<RequestBody<ReqB>>,
+    req: Request<RequestBody<ReqB>>,
 ) -> Answer<ResB, Inner::Error>
+where
+    St: InboxStore + 'static,
+    Inner: tower_service::Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>
+        + Send
+        + 'static,
+    Inner::Future: Send + 'static,
+    Inner::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    // One request per key per instance holds a transaction; a concurrent one answers 409
+    // instead of tying up a connection waiting on the key's lock.
+    let Some(in_flight) = InFlight::enter(&pool, &key) else {
+        return Ok(in_progress(&key, Duration::from_secs(1)));
+    };
+    // The handler runs on the blocking thread that holds the transaction (`Handle::block_on`
+    // is allowed there), so its writes reach the transaction without a thread hand-off. Once
+    // started, it runs to the end even if the client goes away; only a crash cuts it short,
+    // and then the transaction rolls back.
+    let runtime = tokio::runtime::Handle::current();
+    let job = tokio::task::spawn_blocking(move || {
+        let _in_flight = in_flight;
+        let mut store = pool.take()?;
+        let mut handled = None;
+        let result = store.deliver(&key, &payload, |tx| {
+            handle_in::<St, _, _, _>(&runtime, inner, &config, req, tx, &mut handled)
+        });
+        pool.give_back(store, &result);
+        Ok((result, handled))
+    });
+    let (result, handled) = match joined(job.await) {
+        Ok(done) => done,
+        Err(failure) => return Ok(refusal(&failure)),
+    };
+    match (result, handled) {
+        (Ok(Outcome::Applied(_)), Some(Handled::Answered(fresh))) => Ok(fresh),
+        // Nothing ran: a retry of a finished request, or the store's answer.
+        (Ok(outcome), _) => Ok(replay(outcome.result())),
+        (Err(_), Some(Handled::NotKept(fresh))) => Ok(fresh),
+        (Err(_), Some(Handled::Failed(e))) => Err(e),
+        // A conflict, a store fault, or a commit that failed after the handler answered:
+        // nothing of the handler's is kept, so the client must retry.
+        (Err(e), _) => Ok(refusal(&Failure::Store(e))),
+    }
+}
+
+/// Runs the handler with the delivery's transaction `tx` as its [`Transaction`], running each
+/// write it sends on `tx` as it comes; says what is to be stored with the key.
+fn handle_in<St, Inner, ReqB, ResB>(
+    runtime: &tokio::runtime::Handle,
+    mut inner: Inner,
+    config: &Config,
+    mut req: Request<RequestBody<ReqB>>,
+    tx: &mut St::Tx<'_>,
+    handled: &mut Option<Handled<ResB, Inner::Error>>,
+) -> Result<Vec<u8>, BoxError>
 where
     St: InboxStore + 'static,
     Inner: tower_service::Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
     ResB: Body<Data = Bytes>,
     ResB::Error: Into<BoxError>,
 {
-    // One request per key per instance holds a transaction; a concurrent one answers 409
-    // instead of tying up a connection waiting on the key's lock.
-    let Some(_in_flight) = InFlight::enter(&pool, &key) else {
-        return Ok(in_progress(&key, Duration::from_secs(1)));
-    };
-    let (ops, ops_rx) = mpsc::channel::<Op<St>>();
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-    let job = {
-        let (pool, key) = (pool.clone(), key.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut store = pool.take()?;
-            let mut started = Some(started_tx);
-            let result = store.deliver(&key, &payload, |tx| {
-                if let Some(s) = started.take() {
-                    let _ = s.send(());
-                }
-                loop {
-                    match ops_rx.recv() {
-                        Ok(Op::Run(f)) => f(tx),
-                        Ok(Op::Finish(result)) => return result,
-                        Err(_) => {
-                            return Err(
-                                "the request was abandoned before its handler finished".into()
-                            )
-                        }
-                    }
-                }
-            });
-            pool.give_back(store, &result);
-            result
-        })
-    };
-    if started_rx.await.is_err() {
-        // The effect never started: a duplicate, a conflict, or a store fault.
-        return Ok(match joined(job.await) {
-            Ok(Outcome::Duplicate(stored)) | Ok(Outcome::Applied(stored)) => replay(&stored),
-            Err(e) => refusal(&e),
-        });
+    enum Next<W, R> {
+        Write(W),
+        Done(R),
     }
-    req.extensions_mut()
-        .insert(Transaction { ops: ops.clone() });
-    let response = match inner.call(req).await {
+    let (ops, mut writes) = tokio::sync::mpsc::unbounded_channel::<TxFn<St>>();
+    req.extensions_mut().insert(Transaction { ops });
+    let mut call = std::pin::pin!(inner.call(req));
+    let response = loop {
+        let next = runtime.block_on(std::future::poll_fn(|cx| {
+            if let Poll::Ready(Some(write)) = writes.poll_recv(cx) {
+                return Poll::Ready(Next::Write(write));
+            }
+            call.as_mut().poll(cx).map(Next::Done)
+        }));
+        match next {
+            // Outside `block_on`: a store's client may block on a runtime of its own (the
+            // postgres crate's does), which tokio forbids inside one.
+            Next::Write(write) => write(tx),
+            Next::Done(response) => break response,
+        }
+    };
+    let response = match response {
         Ok(response) => response,
         Err(e) => {
-            let _ = ops.send(Op::Finish(Err("the handler failed".into())));
-            let _ = job.await;
-            return Err(e);
+            *handled = Some(Handled::Failed(e));
+            return Err("the handler failed".into());
         }
     };
     let (head, body) = response.into_parts();
-    let body = match body.collect().await.map_err(Into::<BoxError>::into) {
+    let body = runtime.block_on(body.collect());
+    let body = match body.map_err(Into::<BoxError>::into) {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             let why = format!("the handler's response body failed: {e}");
-            let _ = ops.send(Op::Finish(Err(why.clone().into())));
-            let _ = job.await;
-            return Ok(problem(StatusCode::INTERNAL_SERVER_ERROR, &why));
+            *handled = Some(Handled::NotKept(problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &why,
+            )));
+            return Err(why.into());
         }
     };
     let fresh = Response::from_parts(head, Either::Right(Full::new(body.clone())));
     if fresh.status().is_server_error() && config.server_errors == ServerErrors::FreeKey {
         let why = format!("the handler answered {}", fresh.status());
-        let _ = ops.send(Op::Finish(Err(why.into())));
-        let _ = job.await;
-        return Ok(fresh);
+        *handled = Some(Handled::NotKept(fresh));
+        return Err(why.into());
     }
     let stored = encode(&fresh, &body, &config.keep_headers);
-    let _ = ops.send(Op::Finish(Ok(stored)));
-    Ok(match joined(job.await) {
-        Ok(_) => fresh,
-        // The commit failed: nothing of the handler's is kept, so the client must retry.
-        Err(e) => refusal(&e),
-    })
+    *handled = Some(Handled::Answered(fresh));
+    Ok(stored)
 }
 
 /// Why a store call gave no answer: the store's error, or a panic on the blocking thread (in

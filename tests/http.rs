@@ -314,12 +314,13 @@ async fn futures_join<T: Send + 'static>(
     out
 }
 
-/// A request abandoned mid-handler (its future dropped, as when the connection or the process
-/// dies): in transactional mode its writes roll back and the retry bakes the one pie; in lease
-/// mode the lease stays until it ends, then a retry takes the key over and the external effect
-/// happens again — at least once, as documented.
+/// A request abandoned mid-handler (its future dropped, as when the client goes away): in
+/// transactional mode the handler runs to its end on the thread holding the transaction, and
+/// the retry gets its response (exactly one pie); in lease mode the lease stays until it ends,
+/// then a retry takes the key over and the external effect happens again — at least once, as
+/// documented. (A crash, which rolls the transaction back, is `tests/http_crash.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_abandoned_request_is_rolled_back_or_run_again_after_its_lease() {
+async fn an_abandoned_request_finishes_or_runs_again_after_its_lease() {
     use axum::http::Request as HttpRequest;
     let request = |key: &str| {
         HttpRequest::post("/orders")
@@ -328,7 +329,7 @@ async fn an_abandoned_request_is_rolled_back_or_run_again_after_its_lease() {
             .unwrap()
     };
 
-    // Transactional: the abandoned handler had written its pie; it is rolled back.
+    // Transactional: the abandoned handler finishes; the retry is answered with its response.
     let store = PieStore::with_data(Vec::new(), onepie::inbox::SystemClock);
     let oven = Arc::new(Oven::default());
     let svc = app(
@@ -342,18 +343,13 @@ async fn an_abandoned_request_is_rolled_back_or_run_again_after_its_lease() {
     )
     .await;
     assert!(abandoned.is_err());
-    oven.bake_ms.store(0, Ordering::SeqCst);
-    let mut retried = None;
-    for _ in 0..50 {
-        // The abandoned transaction ends on its blocking thread; until then the key is busy.
-        let res = svc.clone().oneshot(request("order-1")).await.unwrap();
-        if res.status() != StatusCode::CONFLICT {
-            retried = Some(res.status());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(retried, Some(StatusCode::CREATED));
+    let busy = svc.clone().oneshot(request("order-1")).await.unwrap();
+    assert_eq!(busy.status(), StatusCode::CONFLICT, "still baking");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let retried = svc.clone().oneshot(request("order-1")).await.unwrap();
+    assert_eq!(retried.status(), StatusCode::CREATED);
+    assert_eq!(retried.headers()["idempotent-replayed"], "true");
+    assert_eq!(oven.runs.load(Ordering::SeqCst), 1);
     assert!(ledger(&store, &["order-1"]).tally().is_exactly_once());
 
     // Lease mode: the effect is external (a counter here), the handler holds a lease.
@@ -405,4 +401,29 @@ async fn an_abandoned_request_is_rolled_back_or_run_again_after_its_lease() {
         "the second run knows whose lease it took over"
     );
     assert!(tokens[1].0 > tokens[0].0, "with a higher fencing token");
+}
+
+/// The handler runs on a blocking thread under `Handle::block_on`, which on a current-thread
+/// runtime (`#[tokio::test]`'s default) relies on the runtime's own thread to drive timers and
+/// I/O: a handler that sleeps still answers, and its retry is replayed.
+#[tokio::test]
+async fn a_current_thread_runtime_serves_the_layer_too() {
+    let store = PieStore::with_data(Vec::new(), onepie::inbox::SystemClock);
+    let oven = Arc::new(Oven::default());
+    oven.bake_ms.store(20, Ordering::SeqCst);
+    let svc = app(
+        IdempotencyLayer::transactional(store.try_clone().unwrap()),
+        oven,
+    );
+    let request = || {
+        axum::http::Request::post("/orders")
+            .header("idempotency-key", "order-1")
+            .body(axum::body::Body::from("apple"))
+            .unwrap()
+    };
+    let first = svc.clone().oneshot(request()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let again = svc.oneshot(request()).await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert!(ledger(&store, &["order-1"]).tally().is_exactly_once());
 }
