@@ -18,41 +18,66 @@
 //! - [`Mode::Transactional`] — **exactly once** for the handler's writes to the inbox's own
 //!   database (SQLite or PostgreSQL). The layer opens the delivery's transaction before the
 //!   handler runs and hands the handler a [`Transaction`] (a request extension) to write
-//!   through; the writes and the key's stored response commit together. A crash, a 5xx or a
-//!   handler error rolls both back, so the key stays free and a retry runs the handler afresh.
-//!   A handler whose client went away still runs to its end, and the retry gets its response. The transaction holds the key's lock while the handler runs: a
-//!   second request with the key *on the same instance* gets 409 at once; on *another instance*
-//!   it waits for the first transaction (PostgreSQL's row lock, SQLite's write lock) and then
-//!   replays its response. SQLite takes one writer at a time, so there handlers with keys run
-//!   one after another; use PostgreSQL for concurrency.
+//!   through; the writes and the key's stored response commit together. A crash, a 5xx, a
+//!   handler error or [`IdempotencyLayer::handler_timeout`] rolls both back, so the key stays
+//!   free and a retry runs the handler afresh. A handler whose client went away still runs to
+//!   its end, and the retry gets its response. The handler runs on the blocking thread that
+//!   holds the transaction (under `Handle::block_on`): task-locals and tracing spans of the
+//!   calling task are not in effect there.
+//!
+//!   A second request with the key on the *same* instance gets 409 at once. On *another*
+//!   instance: SQLite takes one writer at a time, so it waits for the first transaction (up to
+//!   its busy timeout, then 503) and replays its response; PostgreSQL delivers a new key
+//!   optimistically (see `PgInbox`), so both instances may run the handler at once, one
+//!   transaction commits, the other rolls back and its client gets the replay. Either way the
+//!   database keeps one set of writes; anything the handler does *outside* the transaction
+//!   (logs, calls) may happen twice: use lease mode for those. On PostgreSQL a failed statement
+//!   aborts the whole transaction: a handler that expects one to fail (a unique violation it
+//!   answers with 409) must run it in a savepoint (`t.savepoint()`).
 //! - [`Mode::Lease`] — **at least once**, for handlers whose effects leave the database (a
 //!   payment provider, an email). The layer claims the key with a lease and a fencing token
-//!   (the [`Lease`] request extension), runs the handler, then records its response. A crash
-//!   between the handler's effect and that record leaves the lease to expire, after which a
-//!   retry takes the key over and the handler runs again (the `idempotency-layer-lease` model's
-//!   story). Pass the token (and the key) to the external service so it can refuse a stale
-//!   owner and a repeat. While the lease is live, other requests with the key get 409.
+//!   (the [`crate::inbox::Lease`] request extension), runs the handler, then records its
+//!   response. While the lease is live, other requests with the key get 409. A crash between
+//!   the handler's effect and that record, a handler error, or a response body that fails
+//!   leaves the lease to end, after which a retry takes the key over (`took_over_from` says
+//!   so) and the handler runs again: the `idempotency-layer-lease` model's story. Pass the
+//!   token and the key to the external service so it can refuse a stale owner and a repeat.
+//!   5xx responses are kept by default here ([`ServerErrors::Keep`]): a provider that charged
+//!   and then timed out answers 502, and freeing the key would invite a second charge.
+//!
+//! Both modes run the handler to its end once started, even if the client goes away.
 //!
 //! # Statuses (the draft's)
-//! - **400** when a method that requires a key has none, or the key is not a valid inbox key
-//!   (empty, over [`crate::dedup::MAX_KEY_LEN`] bytes, NUL, not visible ASCII);
+//! - **400** when a method that requires a key has none, has several, or the key is not a
+//!   valid inbox key (empty, over [`crate::dedup::MAX_KEY_LEN`] bytes, NUL, not visible ASCII);
 //! - **422** when the key was used for a different request (method, path and body by default;
 //!   [`IdempotencyLayer::fingerprint`] changes what counts);
 //! - **409** while the first request with the key is still in flight, with `Retry-After`;
 //! - **413** when the body exceeds [`IdempotencyLayer::max_body`] (it must be buffered to be
 //!   fingerprinted);
-//! - **503** with `Retry-After` when the store is busy or unreachable (nothing was recorded).
+//! - **503** with `Retry-After` when the store is busy or unreachable, the handler overran its
+//!   timeout, or [`IdempotencyLayer::max_in_flight`] requests are already running: retry with
+//!   the same key (a commit whose connection broke may have happened; the retry then replays).
 //!
-//! A handler's 5xx is not stored by default: its key stays free and a retry runs the handler
-//! again (the failure was the server's; Stripe does the same). [`ServerErrors::Keep`] stores
-//! and replays 5xx like any other response. Other responses, 4xx included, are stored.
-//! Problem responses are `application/problem+json` (RFC 9457).
+//! In transactional mode a handler's 5xx is not stored by default: its writes roll back, its
+//! key stays free and a retry runs the handler again. This departs from the draft and Stripe,
+//! which replay stored errors, 5xx included; it lets a retry succeed after a transient
+//! failure, and nothing of the failed attempt was kept. [`ServerErrors::Keep`] stores and
+//! replays 5xx like any other response. Other responses, 4xx included, are stored. Problem
+//! responses are `application/problem+json` (RFC 9457); a 500 or 503 of the layer's own gives
+//! the client a generic detail and carries the real reason in a [`ServerFault`] response
+//! extension, for the service's logs.
+//!
+//! Keys share one space across clients. The draft suggests scoping them per client: put the
+//! client's identity in what is fingerprinted ([`IdempotencyLayer::fingerprint`]) so another
+//! client's reuse is a 422, not a replay of someone else's response.
 //!
 //! Keys are remembered for the store's [`crate::dedup::Retention`]; a retry after the window is
-//! handled afresh. The layer needs a tokio runtime: store calls run on its blocking pool.
+//! handled afresh. The layer needs a tokio runtime with timers: store calls and transactional
+//! handlers run on its blocking pool.
 
 use crate::dedup::validate_key;
-use crate::inbox::{BoxError, Claim, InboxError, InboxStore, Lease, Outcome};
+use crate::inbox::{BoxError, Claim, InboxError, InboxStore, Outcome};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -76,7 +101,7 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 pub enum Mode {
     /// The handler writes through the delivery's [`Transaction`]: exactly once.
     Transactional,
-    /// The handler holds a [`Lease`] of this length on the key while it runs: at least once.
+    /// The handler holds a [`crate::inbox::Lease`] of this length on the key while it runs: at least once.
     Lease(Duration),
 }
 
@@ -117,6 +142,8 @@ struct Config {
     keep_headers: Vec<HeaderName>,
     server_errors: ServerErrors,
     max_body: usize,
+    handler_timeout: Duration,
+    max_in_flight: usize,
 }
 
 /// Idempotency-Key handling for a tower service, on an inbox store.
@@ -159,7 +186,7 @@ impl<St: InboxStore + 'static> IdempotencyLayer<St> {
         Self::new(store, Mode::Transactional)
     }
 
-    /// At least once, with a [`Lease`] of `lease` per request for handlers with external
+    /// At least once, with a [`crate::inbox::Lease`] of `lease` per request for handlers with external
     /// effects. Choose a lease longer than the handler can take.
     pub fn lease(store: St, lease: Duration) -> Self {
         Self::new(store, Mode::Lease(lease))
@@ -173,13 +200,21 @@ impl<St: InboxStore + 'static> IdempotencyLayer<St> {
                 require_key: true,
                 fingerprint: method_path_body,
                 keep_headers: vec![header::CONTENT_TYPE, header::LOCATION],
-                server_errors: ServerErrors::default(),
+                // In lease mode a 5xx may follow an external effect that happened (a provider
+                // that charged, then timed out): keep the key rather than invite a repeat.
+                server_errors: match mode {
+                    Mode::Transactional => ServerErrors::FreeKey,
+                    Mode::Lease(_) => ServerErrors::Keep,
+                },
                 max_body: 1 << 20,
+                handler_timeout: Duration::from_secs(30),
+                max_in_flight: 128,
             }),
             pool: Arc::new(Pool {
                 template: Mutex::new(Some(store)),
                 idle: Mutex::new(Vec::new()),
                 in_flight: Mutex::new(HashSet::new()),
+                slots: Arc::new(tokio::sync::Semaphore::new(128)),
             }),
         }
     }
@@ -221,6 +256,24 @@ impl<St: InboxStore + 'static> IdempotencyLayer<St> {
     /// The largest request body accepted with a key, in bytes (default 1 MiB); larger is 413.
     pub fn max_body(self, bytes: usize) -> Self {
         self.config(|c| c.max_body = bytes)
+    }
+
+    /// How long a transactional handler may hold its transaction (default 30 s). Past it the
+    /// handler is dropped, its writes roll back, the key stays free and the client gets 503.
+    /// (In lease mode the lease bounds the handler instead.)
+    pub fn handler_timeout(self, timeout: Duration) -> Self {
+        self.config(|c| c.handler_timeout = timeout)
+    }
+
+    /// How many requests with keys this layer runs at once (default 128); more get 503 with
+    /// `Retry-After`. Each holds a store handle (a database connection) and, in transactional
+    /// mode, a thread of tokio's blocking pool (512 threads by default) for the handler's whole
+    /// run: keep it well below both, leaving room for the handlers' own blocking work.
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        let pool =
+            Arc::get_mut(&mut self.pool).expect("set max_in_flight before cloning the layer");
+        pool.slots = Arc::new(tokio::sync::Semaphore::new(requests));
+        self.config(|c| c.max_in_flight = requests)
     }
 }
 
@@ -318,7 +371,15 @@ where
     if !config.methods.contains(req.method()) {
         return pass(&mut inner, req).await;
     }
-    let key = match req.headers().get(IDEMPOTENCY_KEY) {
+    let mut keys = req.headers().get_all(IDEMPOTENCY_KEY).iter();
+    let (first, second) = (keys.next(), keys.next());
+    if second.is_some() {
+        return Ok(problem(
+            StatusCode::BAD_REQUEST,
+            "a request may carry one Idempotency-Key header, not several",
+        ));
+    }
+    let key = match first {
         None if config.require_key => {
             return Ok(problem(
                 StatusCode::BAD_REQUEST,
@@ -352,9 +413,27 @@ where
     };
     let payload = (config.fingerprint)(&parts, &body);
     let req = Request::from_parts(parts, Either::Right(Full::new(body)));
+    let Ok(slot) = pool.slots.clone().try_acquire_owned() else {
+        return Ok(unavailable(&format!(
+            "this server is handling {} requests with keys already; retry",
+            config.max_in_flight
+        )));
+    };
+    // Both modes run to their end once started, even if the client goes away (this future is
+    // dropped): a lease left behind by a cancelled handler would make the retry wait for it
+    // and then run the effect again. The transactional handler runs on a blocking thread,
+    // which runs to its end anyway; the lease handler gets a task of its own. Each holds its
+    // slot until it ends.
     match config.mode {
-        Mode::Transactional => transactional(inner, config, pool, key, payload, req).await,
-        Mode::Lease(lease) => leased(inner, &config, pool, key, payload, lease, req).await,
+        Mode::Transactional => transactional(inner, config, pool, slot, key, payload, req).await,
+        Mode::Lease(lease) => {
+            let job = tokio::spawn(async move {
+                let _slot = slot;
+                leased(inner, config, pool, key, payload, lease, req).await
+            });
+            job.await
+                .unwrap_or_else(|e| Ok(internal(&format!("the request's handler panicked: {e}"))))
+        }
     }
 }
 
@@ -377,11 +456,31 @@ fn parse_key(value: &HeaderValue) -> Result<String, String> {
 /// A request extension in [`Mode::Transactional`]: the delivery's open transaction, to write
 /// the handler's effects through. They commit with the key's stored response, or not at all.
 ///
-/// ```ignore
-/// async fn create(Extension(tx): Extension<Transaction<SqliteInbox>>, body: String) -> StatusCode {
-///     tx.run(move |t| t.execute("INSERT INTO orders (pie) VALUES (?1)", [body])).await??;
-///     StatusCode::CREATED
+/// On routes or methods the layer lets pass without a key there is no transaction: extract
+/// `Option<Extension<Transaction<_>>>` there.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// use axum::{http::StatusCode, routing::post, Extension, Router};
+/// use onepie::http::{IdempotencyLayer, Transaction};
+/// use onepie::inbox::SqliteInbox;
+///
+/// async fn create(Extension(tx): Extension<Transaction<SqliteInbox>>, pie: String) -> StatusCode {
+///     let written = tx.run(move |t| t.execute("INSERT INTO orders (pie) VALUES (?1)", [pie])).await;
+///     match written {
+///         Ok(Ok(_)) => StatusCode::CREATED,
+///         // A 5xx rolls the transaction back and leaves the key free for a retry.
+///         Ok(Err(_)) | Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+///     }
 /// }
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// let inbox = SqliteInbox::open(dir.path().join("orders.db")).unwrap();
+/// inbox.connection().execute_batch("CREATE TABLE orders (pie TEXT)").unwrap();
+/// let app: Router = Router::new()
+///     .route("/orders", post(create))
+///     .layer(IdempotencyLayer::transactional(inbox));
+/// # }
 /// ```
 pub struct Transaction<St: InboxStore> {
     ops: tokio::sync::mpsc::UnboundedSender<TxFn<St>>,
@@ -440,6 +539,7 @@ async fn transactional<St, Inner, ReqB, ResB>(
     inner: Inner,
     config: Arc<Config>,
     pool: Arc<Pool<St>>,
+    slot: tokio::sync::OwnedSemaphorePermit,
     key: String,
     payload: Vec<u8>,
     req: Request<RequestBody<ReqB>>,
@@ -466,7 +566,7 @@ where
     // and then the transaction rolls back.
     let runtime = tokio::runtime::Handle::current();
     let job = tokio::task::spawn_blocking(move || {
-        let _in_flight = in_flight;
+        let (_in_flight, _slot) = (in_flight, slot);
         let mut store = pool.take()?;
         let mut handled = None;
         let result = store.deliver(&key, &payload, |tx| {
@@ -514,20 +614,42 @@ where
     let (ops, mut writes) = tokio::sync::mpsc::unbounded_channel::<TxFn<St>>();
     req.extensions_mut().insert(Transaction { ops });
     let mut call = std::pin::pin!(inner.call(req));
+    let deadline = tokio::time::Instant::now() + config.handler_timeout;
+    let too_slow = |handled: &mut Option<Handled<ResB, Inner::Error>>| {
+        let why = format!(
+            "the handler held its transaction longer than {:?}, so it was rolled back",
+            config.handler_timeout
+        );
+        *handled = Some(Handled::NotKept(unavailable(&why)));
+        Err(why.into())
+    };
     let response = loop {
-        let next = runtime.block_on(std::future::poll_fn(|cx| {
-            if let Poll::Ready(Some(write)) = writes.poll_recv(cx) {
-                return Poll::Ready(Next::Write(write));
-            }
-            call.as_mut().poll(cx).map(Next::Done)
-        }));
+        let next = runtime.block_on(tokio::time::timeout_at(
+            deadline,
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(Some(write)) = writes.poll_recv(cx) {
+                    return Poll::Ready(Next::Write(write));
+                }
+                call.as_mut().poll(cx).map(Next::Done)
+            }),
+        ));
         match next {
             // Outside `block_on`: a store's client may block on a runtime of its own (the
             // postgres crate's does), which tokio forbids inside one.
-            Next::Write(write) => write(tx),
-            Next::Done(response) => break response,
+            Ok(Next::Write(write)) => write(tx),
+            Ok(Next::Done(response)) => break response,
+            Err(_) => return too_slow(handled),
         }
     };
+    // The answer is given: later writes fail with `TransactionGone` instead of being lost
+    // after the commit, and one already queued (from a task the handler left running) means
+    // the answer was given before the work was done.
+    writes.close();
+    if writes.try_recv().is_ok() {
+        let why = "the handler answered while a write through its Transaction was still queued";
+        *handled = Some(Handled::NotKept(internal(why)));
+        return Err(why.into());
+    }
     let response = match response {
         Ok(response) => response,
         Err(e) => {
@@ -536,15 +658,15 @@ where
         }
     };
     let (head, body) = response.into_parts();
-    let body = runtime.block_on(body.collect());
+    let body = match runtime.block_on(tokio::time::timeout_at(deadline, body.collect())) {
+        Err(_) => return too_slow(handled),
+        Ok(body) => body,
+    };
     let body = match body.map_err(Into::<BoxError>::into) {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             let why = format!("the handler's response body failed: {e}");
-            *handled = Some(Handled::NotKept(problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &why,
-            )));
+            *handled = Some(Handled::NotKept(internal(&why)));
             return Err(why.into());
         }
     };
@@ -600,7 +722,7 @@ impl<St: InboxStore> Drop for InFlight<St> {
 
 async fn leased<St, Inner, ReqB, ResB>(
     mut inner: Inner,
-    config: &Config,
+    config: Arc<Config>,
     pool: Arc<Pool<St>>,
     key: String,
     payload: Vec<u8>,
@@ -623,29 +745,23 @@ where
         Err(e) => return Ok(refusal(&e)),
     };
     req.extensions_mut().insert(held.clone());
-    // The effect did not happen (or failed as the server's fault): free the key now rather
-    // than at the lease's end. A release that fails leaves the lease to expire.
-    let release =
-        |pool: &Arc<Pool<St>>, held: Lease| blocking(pool.clone(), move |s| s.release(&held));
-    let response = match inner.call(req).await {
-        Ok(response) => response,
-        Err(e) => {
-            let _ = release(&pool, held).await;
-            return Err(e);
-        }
-    };
+    // A handler error or a broken body says nothing of whether the effect happened: the lease
+    // is left to end, and the retry that takes the key over sees `took_over_from`.
+    let response = inner.call(req).await?;
     let (head, body) = response.into_parts();
     let body = match body.collect().await.map_err(Into::<BoxError>::into) {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
-            let why = format!("the handler's response body failed: {e}");
-            let _ = release(&pool, held).await;
-            return Ok(problem(StatusCode::INTERNAL_SERVER_ERROR, &why));
+            return Ok(internal(&format!(
+                "the handler's response body failed: {e}"
+            )))
         }
     };
     let fresh = Response::from_parts(head, Either::Right(Full::new(body.clone())));
     if fresh.status().is_server_error() && config.server_errors == ServerErrors::FreeKey {
-        let _ = release(&pool, held).await;
+        // The handler says by its 5xx that nothing happened: free the key now. A release
+        // that fails leaves the lease to end.
+        let _ = blocking(pool, move |s| s.release(&held)).await;
         return Ok(fresh);
     }
     let stored = encode(&fresh, &body, &config.keep_headers);
@@ -681,6 +797,8 @@ struct Pool<St: InboxStore> {
     template: Mutex<Option<St>>,
     idle: Mutex<Vec<St>>,
     in_flight: Mutex<HashSet<String>>,
+    /// One permit per request with a key being handled ([`IdempotencyLayer::max_in_flight`]).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Idle handles kept beyond this are closed.
@@ -783,10 +901,7 @@ fn decode(stored: &[u8]) -> Option<(StatusCode, HeaderMap, Bytes)> {
 
 fn replay<B>(stored: &[u8]) -> Response<ResponseBody<B>> {
     let Some((status, headers, body)) = decode(stored) else {
-        return problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the key's stored result is not a response this layer wrote (the key was used by another consumer of the inbox?)",
-        );
+        return internal("the key's stored result is not a response this layer wrote (is the key used by another consumer of the inbox?)");
     };
     let mut res = Response::new(Either::Right(Full::new(body)));
     *res.status_mut() = status;
@@ -800,13 +915,7 @@ fn replay<B>(stored: &[u8]) -> Response<ResponseBody<B>> {
 fn refusal<B>(failure: &Failure) -> Response<ResponseBody<B>> {
     let e = match failure {
         Failure::Store(e) => e,
-        Failure::Panicked(why) => {
-            // Nothing was committed: a panic ends the transaction with a rollback.
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("the request's store call panicked, and nothing was recorded: {why}"),
-            );
-        }
+        Failure::Panicked(why) => return internal(&format!("a store call panicked: {why}")),
     };
     match e {
         InboxError::InvalidKey(_) => problem(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -817,14 +926,36 @@ fn refusal<B>(failure: &Failure) -> Response<ResponseBody<B>> {
         InboxError::InProgress {
             key, retry_after, ..
         } => in_progress(key, *retry_after),
-        e if e.is_retryable() => {
-            let mut res = problem(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            res
-        }
-        e => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        e if e.is_retryable() => unavailable(&e.to_string()),
+        e => internal(&e.to_string()),
     }
+}
+
+/// Why the layer answered a 500 or 503 of its own, as a response extension for the service's
+/// logs. Clients get a generic detail: a store's message can name files, hosts and users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerFault(pub String);
+
+/// A 503 with `Retry-After`: the store was busy or unreachable, or the layer full.
+fn unavailable<B>(why: &str) -> Response<ResponseBody<B>> {
+    let mut res = problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server could not take the request now; retry it with the same key",
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res.extensions_mut().insert(ServerFault(why.to_string()));
+    res
+}
+
+/// A 500 of the layer's own.
+fn internal<B>(why: &str) -> Response<ResponseBody<B>> {
+    let mut res = problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the server failed while handling the request; retry it with the same key",
+    );
+    res.extensions_mut().insert(ServerFault(why.to_string()));
+    res
 }
 
 fn in_progress<B>(key: &str, retry_after: Duration) -> Response<ResponseBody<B>> {

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 fn sqlite(dir: &tempfile::TempDir) -> SqliteInbox {
     SqliteInbox::open(dir.path().join("shop.db")).unwrap()
@@ -216,12 +216,12 @@ async fn get_handler_set(
 async fn sixty_four_concurrent_retries_run_the_handler_once_and_the_baseline_more_than_once() {
     const CLIENTS: usize = 64;
     let c = client();
-    let fire = |addr| {
+    let fire = |addr, key: &'static str| {
         let c = c.clone();
         async move {
             let all = (0..CLIENTS).map(|_| {
                 let c = c.clone();
-                tokio::spawn(async move { post_order(&c, addr, "order-1", "apple").await })
+                tokio::spawn(async move { post_order(&c, addr, key, "apple").await })
             });
             let mut statuses = Vec::new();
             for reply in futures_join(all).await {
@@ -231,7 +231,7 @@ async fn sixty_four_concurrent_retries_run_the_handler_once_and_the_baseline_mor
         }
     };
 
-    // The layer, two instances on one SQLite file (32 clients each would race the same way).
+    // The layer, one instance: its in-flight set answers 409 while the first bakes.
     let dir = tempfile::tempdir().unwrap();
     let inbox = sqlite(&dir);
     let oven = Arc::new(Oven::default());
@@ -241,7 +241,7 @@ async fn sixty_four_concurrent_retries_run_the_handler_once_and_the_baseline_mor
         oven.clone(),
     ))
     .await;
-    let statuses = fire(addr).await;
+    let statuses = fire(addr, "order-1").await;
     assert!(
         statuses.iter().all(|s| *s == 201 || *s == 409),
         "{statuses:?}"
@@ -255,12 +255,21 @@ async fn sixty_four_concurrent_retries_run_the_handler_once_and_the_baseline_mor
         oven.clone(),
     ))
     .await;
-    let both = futures_join([addr, other].map(|a| tokio::spawn(fire(a)))).await;
+    // Two instances on one SQLite file, 64 clients each, a fresh key: past the instances'
+    // in-flight sets, the store's one atomic step keeps the second instance from baking (it
+    // waits for the first's transaction and replays).
+    let both = futures_join([addr, other].map(|a| tokio::spawn(fire(a, "order-2")))).await;
     assert!(
         both.iter().flatten().all(|s| *s == 201 || *s == 409),
         "{both:?}"
     );
-    assert!(ledger(&inbox, &["order-1"]).tally().is_exactly_once());
+    let tally = ledger(&inbox, &["order-1", "order-2"]).tally();
+    assert!(tally.is_exactly_once(), "two instances: {tally:?}");
+    assert_eq!(
+        oven.runs.load(Ordering::SeqCst),
+        2,
+        "once more, for order-2"
+    );
 
     // The baseline: the same handler and pie log (memory), get → handler → set around it.
     let store = PieStore::with_data(Vec::new(), onepie::inbox::SystemClock);
@@ -289,13 +298,14 @@ async fn sixty_four_concurrent_retries_run_the_handler_once_and_the_baseline_mor
         )
         .layer(middleware::from_fn_with_state(cache, get_handler_set));
     let baseline_addr = serve(baseline).await;
-    fire(baseline_addr).await;
+    fire(baseline_addr, "order-1").await;
     let tally = ledger(&store, &["order-1"]).tally();
     assert!(
         !tally.is_exactly_once(),
         "the baseline should bake more than once: {tally:?}"
     );
     assert_eq!(tally.duplicated.len(), 1, "{tally:?}");
+    assert!(baseline_oven.runs.load(Ordering::SeqCst) > 1);
     eprintln!(
         "64 concurrent retries: the layer ran the handler 1 time; get → handler → set ran it {} times",
         baseline_oven.runs.load(Ordering::SeqCst)
@@ -314,13 +324,13 @@ async fn futures_join<T: Send + 'static>(
     out
 }
 
-/// A request abandoned mid-handler (its future dropped, as when the client goes away): in
-/// transactional mode the handler runs to its end on the thread holding the transaction, and
-/// the retry gets its response (exactly one pie); in lease mode the lease stays until it ends,
-/// then a retry takes the key over and the external effect happens again — at least once, as
-/// documented. (A crash, which rolls the transaction back, is `tests/http_crash.rs`.)
+/// A request abandoned mid-handler (its future dropped, as when the client goes away) runs to
+/// its end in both modes, and the retry gets its response. In lease mode a handler that fails
+/// after its effect leaves the lease to end; then a retry takes the key over and the external
+/// effect happens again — at least once, as documented. (A crash, which rolls a transaction
+/// back, is `tests/http_crash.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_abandoned_request_finishes_or_runs_again_after_its_lease() {
+async fn an_abandoned_request_finishes_and_a_failed_lease_runs_again_after_it_ends() {
     use axum::http::Request as HttpRequest;
     let request = |key: &str| {
         HttpRequest::post("/orders")
@@ -352,60 +362,82 @@ async fn an_abandoned_request_finishes_or_runs_again_after_its_lease() {
     assert_eq!(oven.runs.load(Ordering::SeqCst), 1);
     assert!(ledger(&store, &["order-1"]).tally().is_exactly_once());
 
-    // Lease mode: the effect is external (a counter here), the handler holds a lease.
+    // Lease mode: the effect is external (a counter here). The abandoned request's handler
+    // runs to its end as well; a handler that fails (a tower error) after its effect leaves
+    // the lease to end, and the retry that takes the key over runs the effect again.
     let clock = ManualClock::new(0);
     let store: MemoryStore = MemoryStore::with_clock(clock.clone());
-    let effects = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let tokens = Arc::new(Mutex::new(Vec::new()));
-    let lease_app = Router::new()
-        .route(
-            "/orders",
-            post({
-                let (effects, tokens) = (effects.clone(), tokens.clone());
-                move |axum::Extension(lease): axum::Extension<Lease>| async move {
-                    effects.fetch_add(1, Ordering::SeqCst);
-                    tokens
-                        .lock()
-                        .unwrap()
-                        .push((lease.token, lease.took_over_from));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    (StatusCode::CREATED, "charged")
+    let effects = Arc::new(Mutex::new(Vec::new()));
+    let charge = {
+        let effects = effects.clone();
+        tower::service_fn(move |req: axum::http::Request<_>| {
+            let effects = effects.clone();
+            async move {
+                let _: &onepie::http::RequestBody<axum::body::Body> = req.body();
+                let lease = req.extensions().get::<Lease>().cloned().unwrap();
+                let n = {
+                    let mut effects = effects.lock().unwrap();
+                    effects.push((lease.token, lease.took_over_from));
+                    effects.len()
+                };
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if n == 2 {
+                    // The provider charged, then the handler failed: outcome unknown.
+                    return Err::<Response, std::io::Error>(std::io::Error::other(
+                        "provider timed out",
+                    ));
                 }
-            }),
-        )
-        .layer(IdempotencyLayer::lease(store, Duration::from_secs(30)));
+                Ok((StatusCode::CREATED, "charged").into_response())
+            }
+        })
+    };
+    let lease_svc = IdempotencyLayer::lease(store, Duration::from_secs(30)).layer(charge);
     let abandoned = tokio::time::timeout(
-        Duration::from_millis(50),
-        lease_app.clone().oneshot(request("order-1")),
+        Duration::from_millis(20),
+        lease_svc.clone().oneshot(request("order-1")),
     )
     .await;
     assert!(abandoned.is_err());
-    let busy = lease_app.clone().oneshot(request("order-1")).await.unwrap();
+    let busy = lease_svc.clone().oneshot(request("order-1")).await.unwrap();
     assert_eq!(busy.status(), StatusCode::CONFLICT, "the lease is live");
     assert_eq!(busy.headers()["retry-after"], "30");
-    clock.advance(30_000);
-    let res = lease_app.clone().oneshot(request("order-1")).await.unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let replay = lease_app.clone().oneshot(request("order-1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let replay = lease_svc.clone().oneshot(request("order-1")).await.unwrap();
+    assert_eq!(
+        replay.status(),
+        StatusCode::CREATED,
+        "the abandoned handler finished"
+    );
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
+
+    let failed = lease_svc.clone().oneshot(request("order-2")).await;
+    assert!(failed.is_err(), "the handler's error is passed on");
+    let busy = lease_svc.clone().oneshot(request("order-2")).await.unwrap();
     assert_eq!(
-        effects.load(Ordering::SeqCst),
-        2,
-        "at least once: the effect ran again after the lease"
+        busy.status(),
+        StatusCode::CONFLICT,
+        "the failed handler's lease stays"
     );
-    let tokens = tokens.lock().unwrap().clone();
-    assert_eq!(tokens.len(), 2);
+    clock.advance(30_000);
+    let res = lease_svc.clone().oneshot(request("order-2")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let effects = effects.lock().unwrap().clone();
     assert_eq!(
-        tokens[1].1,
-        Some(tokens[0].0),
-        "the second run knows whose lease it took over"
+        effects.len(),
+        3,
+        "at least once: order-2's effect ran again after the lease"
     );
-    assert!(tokens[1].0 > tokens[0].0, "with a higher fencing token");
+    assert_eq!(
+        effects[2].1,
+        Some(effects[1].0),
+        "the rerun knows whose lease it took over"
+    );
+    assert!(effects[2].0 > effects[1].0, "with a higher fencing token");
 }
 
 /// The handler runs on a blocking thread under `Handle::block_on`, which on a current-thread
-/// runtime (`#[tokio::test]`'s default) relies on the runtime's own thread to drive timers and
-/// I/O: a handler that sleeps still answers, and its retry is replayed.
+/// runtime (`#[tokio::test]`'s default) relies on the runtime's own thread to drive timers: a
+/// handler that sleeps still answers, and its retry is replayed.
 #[tokio::test]
 async fn a_current_thread_runtime_serves_the_layer_too() {
     let store = PieStore::with_data(Vec::new(), onepie::inbox::SystemClock);
@@ -426,4 +458,74 @@ async fn a_current_thread_runtime_serves_the_layer_too() {
     let again = svc.oneshot(request()).await.unwrap();
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert!(ledger(&store, &["order-1"]).tally().is_exactly_once());
+}
+
+/// The layer's own limits: two keys on one request, a handler past its timeout (rolled back,
+/// key free), more requests than `max_in_flight`, and lease mode keeping a 5xx by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_timeouts_and_server_errors_in_lease_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = sqlite(&dir);
+    let oven = Arc::new(Oven::default());
+    let layer = IdempotencyLayer::transactional(inbox.try_clone().unwrap())
+        .handler_timeout(Duration::from_millis(100))
+        .max_in_flight(1);
+    let addr = serve(app(layer, oven.clone())).await;
+    let c = client();
+
+    let req = axum::http::Request::post(format!("http://{addr}/orders"))
+        .header("idempotency-key", "order-1")
+        .header("idempotency-key", "order-2")
+        .body(http_body_util::Full::new(bytes::Bytes::from("apple")))
+        .unwrap();
+    let two = c.request(req).await.unwrap();
+    assert_eq!(two.status(), 400);
+
+    // Past the timeout: 503, the pie rolled back, the key free for the retry.
+    oven.bake_ms.store(300, Ordering::SeqCst);
+    let slow = post_order(&c, addr, "order-1", "apple").await;
+    assert_eq!(slow.status, 503, "{}", slow.body);
+    assert_eq!(slow.headers["retry-after"], "1");
+    assert!(
+        !slow.body.contains("shop.db"),
+        "no server detail for the client: {}",
+        slow.body
+    );
+    assert_eq!(inbox.pies().unwrap().len(), 0);
+
+    // One request at a time: a second key meanwhile gets 503.
+    oven.bake_ms.store(60, Ordering::SeqCst);
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move { post_order(&c, addr, "order-1", "apple").await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let full = post_order(&c, addr, "order-2", "plum").await;
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert_eq!(first.await.unwrap().status, 201);
+    assert!(ledger(&inbox, &["order-1"]).tally().is_exactly_once());
+
+    // Lease mode keeps a 5xx by default (the external effect may have happened).
+    let store: MemoryStore = MemoryStore::new();
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let flaky = Router::new()
+        .route(
+            "/orders",
+            post({
+                let runs = runs.clone();
+                move || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    (StatusCode::BAD_GATEWAY, "the provider timed out")
+                }
+            }),
+        )
+        .layer(IdempotencyLayer::lease(store, Duration::from_secs(30)));
+    let flaky_addr = serve(flaky).await;
+    assert_eq!(
+        post_order(&c, flaky_addr, "order-1", "apple").await.status,
+        502
+    );
+    let again = post_order(&c, flaky_addr, "order-1", "apple").await;
+    assert_eq!((again.status, again.replayed()), (502, true));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
