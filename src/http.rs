@@ -108,8 +108,9 @@ pub enum Mode {
 /// What to do with a handler's 5xx response.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ServerErrors {
-    /// Do not store it; the key stays free and a retry runs the handler again (the default).
-    /// In transactional mode the handler's writes are rolled back with it.
+    /// Do not store it; the key stays free and a retry runs the handler again (the default in
+    /// transactional mode, where the handler's writes are rolled back with it; in lease mode
+    /// the lease is released).
     #[default]
     FreeKey,
     /// Store and replay it like any other response (and commit the handler's writes).
@@ -144,6 +145,8 @@ struct Config {
     max_body: usize,
     handler_timeout: Duration,
     max_in_flight: usize,
+    /// One permit per request with a key being handled ([`IdempotencyLayer::max_in_flight`]).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Idempotency-Key handling for a tower service, on an inbox store.
@@ -209,12 +212,12 @@ impl<St: InboxStore + 'static> IdempotencyLayer<St> {
                 max_body: 1 << 20,
                 handler_timeout: Duration::from_secs(30),
                 max_in_flight: 128,
+                slots: Arc::new(tokio::sync::Semaphore::new(128)),
             }),
             pool: Arc::new(Pool {
                 template: Mutex::new(Some(store)),
                 idle: Mutex::new(Vec::new()),
                 in_flight: Mutex::new(HashSet::new()),
-                slots: Arc::new(tokio::sync::Semaphore::new(128)),
             }),
         }
     }
@@ -248,7 +251,8 @@ impl<St: InboxStore + 'static> IdempotencyLayer<St> {
         self.config(|c| c.keep_headers = names)
     }
 
-    /// What to do with a handler's 5xx (default [`ServerErrors::FreeKey`]).
+    /// What to do with a handler's 5xx (default [`ServerErrors::FreeKey`] in transactional
+    /// mode, [`ServerErrors::Keep`] in lease mode).
     pub fn server_errors(self, choice: ServerErrors) -> Self {
         self.config(|c| c.server_errors = choice)
     }
@@ -268,12 +272,14 @@ impl<St: InboxStore + 'static> IdempotencyLayer<St> {
     /// How many requests with keys this layer runs at once (default 128); more get 503 with
     /// `Retry-After`. Each holds a store handle (a database connection) and, in transactional
     /// mode, a thread of tokio's blocking pool (512 threads by default) for the handler's whole
-    /// run: keep it well below both, leaving room for the handlers' own blocking work.
-    pub fn max_in_flight(mut self, requests: usize) -> Self {
-        let pool =
-            Arc::get_mut(&mut self.pool).expect("set max_in_flight before cloning the layer");
-        pool.slots = Arc::new(tokio::sync::Semaphore::new(requests));
-        self.config(|c| c.max_in_flight = requests)
+    /// run: keep it well below both, leaving room for the handlers' own blocking work. At
+    /// least 1.
+    pub fn max_in_flight(self, requests: usize) -> Self {
+        let requests = requests.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        self.config(|c| {
+            c.max_in_flight = requests;
+            c.slots = Arc::new(tokio::sync::Semaphore::new(requests));
+        })
     }
 }
 
@@ -413,7 +419,7 @@ where
     };
     let payload = (config.fingerprint)(&parts, &body);
     let req = Request::from_parts(parts, Either::Right(Full::new(body)));
-    let Ok(slot) = pool.slots.clone().try_acquire_owned() else {
+    let Ok(slot) = config.slots.clone().try_acquire_owned() else {
         return Ok(unavailable(&format!(
             "this server is handling {} requests with keys already; retry",
             config.max_in_flight
@@ -797,8 +803,6 @@ struct Pool<St: InboxStore> {
     template: Mutex<Option<St>>,
     idle: Mutex<Vec<St>>,
     in_flight: Mutex<HashSet<String>>,
-    /// One permit per request with a key being handled ([`IdempotencyLayer::max_in_flight`]).
-    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Idle handles kept beyond this are closed.

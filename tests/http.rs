@@ -37,16 +37,24 @@ fn ledger<St: PieLog>(store: &St, keys: &[&str]) -> Ledger<String> {
     ledger
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statuses_and_replay_follow_the_draft() {
+/// The shop in transactional mode on a fresh SQLite file, served on loopback.
+async fn shop_on_sqlite() -> (
+    tempfile::TempDir,
+    SqliteInbox,
+    Arc<Oven>,
+    std::net::SocketAddr,
+) {
     let dir = tempfile::tempdir().unwrap();
     let inbox = sqlite(&dir);
     let oven = Arc::new(Oven::default());
-    let addr = serve(app(
-        IdempotencyLayer::transactional(inbox.try_clone().unwrap()),
-        oven.clone(),
-    ))
-    .await;
+    let layer = IdempotencyLayer::transactional(inbox.try_clone().unwrap());
+    let addr = serve(app(layer, oven.clone())).await;
+    (dir, inbox, oven, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_and_replay_follow_the_draft() {
+    let (_dir, inbox, oven, addr) = shop_on_sqlite().await;
     let c = client();
 
     // The first request runs the handler; its retry is replayed, kept headers and all.
@@ -139,14 +147,7 @@ async fn statuses_and_replay_follow_the_draft() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_error_frees_the_key_and_rolls_the_handlers_writes_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = sqlite(&dir);
-    let oven = Arc::new(Oven::default());
-    let addr = serve(app(
-        IdempotencyLayer::transactional(inbox.try_clone().unwrap()),
-        oven.clone(),
-    ))
-    .await;
+    let (_dir, inbox, oven, addr) = shop_on_sqlite().await;
     let c = client();
 
     oven.broken.store(true, Ordering::SeqCst);
