@@ -677,18 +677,9 @@ pub fn world(p: &Params, handover: Handover) -> TimedWorld {
         drift: p.drift.unwrap_or(0),
     });
     let crashable = (0..=time).map(|i| (1..first_house).contains(&i)).collect();
-    World::new(
-        model,
-        Faults {
-            crashes: p.crashes,
-            losses: p.losses,
-            stalls: p.stalls,
-        },
-        crashable,
-        is_stall,
-    )
-    .with_environment(advance)
-    .with_symmetry(representative)
+    World::new(model, Faults::of(p), crashable, is_stall)
+        .with_environment(advance)
+        .with_symmetry(representative)
 }
 
 // Relabelling workers (symmetry): only the queue's slots, time's rates and the handouts name one.

@@ -472,16 +472,7 @@ pub fn world(p: &Params, ids: Ids) -> PhoneWorld {
     }
     let actors = first_house + p.orders as usize;
     let crashable = (0..actors).map(|i| (2..first_house).contains(&i)).collect();
-    World::new(
-        model,
-        Faults {
-            crashes: p.crashes,
-            losses: p.losses,
-            stalls: p.stalls,
-        },
-        crashable,
-        is_stall,
-    )
+    World::new(model, Faults::of(p), crashable, is_stall)
 }
 
 /// Every house here stands for the real inbox (see [`super::house`]), keyed by the order ID

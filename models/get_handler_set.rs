@@ -4,7 +4,7 @@
 //! own, and then stores the key with the response in a separate step.
 //!
 //! Claim: at most one pie per order is violated; the rest hold. The client's patience runs out
-//! while its first request is still on its way (a stall), and the retry reaches the other
+//! while its first request is still being handled (a stall), and the retry reaches the other
 //! instance: both read the key before either has stored it, both see it missing, and both
 //! handlers bake. It is [check-then-act](super::check_then_act) at the HTTP layer: the lookup
 //! and the write it implies are not one transaction.

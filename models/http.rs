@@ -112,7 +112,8 @@ pub enum Msg {
     Response { order: Order, status: Status },
 
     // Transactional: instance → database, then the database's answers.
-    /// Open a transaction and look the key up, locking it (`SELECT … FOR UPDATE`).
+    /// Open a transaction and look the key up, taking its lock (the model's lock is per key;
+    /// SQLite's covers the whole file, and PostgreSQL takes none for a new key).
     Begin { order: Order, boot: u8 },
     /// The key is new and now locked by the transaction: run the handler.
     Locked { order: Order, boot: u8 },
@@ -239,7 +240,7 @@ impl fmt::Display for Msg {
                     write!(f, "503 Service Unavailable for key {order} (nothing committed)")
                 }
             },
-            Msg::Begin { order, .. } => write!(f, "BEGIN; look key {order} up FOR UPDATE"),
+            Msg::Begin { order, .. } => write!(f, "BEGIN; look key {order} up, taking its lock"),
             Msg::Locked { order, .. } => {
                 write!(f, "\"key {order} is new, locked for you: run the handler\"")
             }
@@ -322,8 +323,8 @@ impl fmt::Display for NoChoice {
 /// How far an instance is with a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Step {
-    /// Waiting for the key's lookup: the transaction's `SELECT … FOR UPDATE` (which may wait for
-    /// the key's lock), the claim, or the `GET`.
+    /// Waiting for the key's lookup: the transaction's (which may wait for the key's lock), the
+    /// claim, or the `GET`.
     LookingUp,
     /// In the handler (lease mode: under the lease with `token`; 0 elsewhere).
     InHandler { token: Token },
@@ -654,11 +655,8 @@ impl Http {
                 }
             }
             Msg::Complete { token, .. } => {
-                let held = matches!(
-                    records.get(&order),
-                    Some(Record { stage: RecordStage::InProgress { owner, .. }, .. }) if *owner == token
-                );
-                if held {
+                // The stores' own fencing check: a stale token records nothing.
+                if dedup::owns(records.get(&order), token).is_ok() {
                     let (records, holders, _) = tables(state);
                     records.insert(order, completed());
                     holders.remove(&order);
@@ -922,16 +920,7 @@ impl HttpCfg {
         let crashable = (0..workers + 2)
             .map(|i| (1..=workers).contains(&i))
             .collect();
-        World::new(
-            model,
-            Faults {
-                crashes: p.crashes,
-                losses: p.losses,
-                stalls: p.stalls,
-            },
-            crashable,
-            is_stall,
-        )
+        World::new(model, Faults::of(p), crashable, is_stall)
     }
 }
 

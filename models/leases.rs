@@ -484,17 +484,7 @@ pub fn world(p: &Params, door: Door) -> LeaseWorld {
     let crashable = (0..actors)
         .map(|i| (1..=workers.len()).contains(&i))
         .collect();
-    World::new(
-        model,
-        Faults {
-            crashes: p.crashes,
-            losses: p.losses,
-            stalls: p.stalls,
-        },
-        crashable,
-        is_stall,
-    )
-    .with_symmetry(representative)
+    World::new(model, Faults::of(p), crashable, is_stall).with_symmetry(representative)
 }
 
 // Relabelling workers (symmetry): the lock's leases and the grants name one.

@@ -738,16 +738,7 @@ fn world(p: &Params, policy: QueuePolicy, door: Door, houses_crash: bool) -> Piz
     let crashable = (0..actors)
         .map(|i| (1..first_house).contains(&i) || (i >= first_house && houses_crash))
         .collect();
-    World::new(
-        model,
-        Faults {
-            crashes: p.crashes,
-            losses: p.losses,
-            stalls: p.stalls,
-        },
-        crashable,
-        is_stall,
-    )
+    World::new(model, Faults::of(p), crashable, is_stall)
 }
 
 /// A visibility timeout is a stall when the order is still being worked on: a live worker is

@@ -30,6 +30,17 @@ pub struct Faults {
     pub stalls: u8,
 }
 
+impl Faults {
+    /// The budget a design's parameters give.
+    pub fn of(p: &super::Params) -> Self {
+        Faults {
+            crashes: p.crashes,
+            losses: p.losses,
+            stalls: p.stalls,
+        }
+    }
+}
+
 /// The auxiliary history every design carries: the ledger of pies and the faults used so far.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct History {

@@ -157,6 +157,39 @@ pub fn decide<'a, R>(
     }
 }
 
+/// Why a lease holder was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum NotOwnerReason {
+    /// Another worker took the key over with a higher token after the lease ended.
+    TakenOver { by: Token },
+    /// The key is already completed (by a takeover, or by this same lease earlier).
+    Completed,
+    /// Nobody holds the key (it was released, pruned, or never claimed).
+    NotClaimed,
+}
+
+impl fmt::Display for NotOwnerReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotOwnerReason::TakenOver { by } => write!(f, "it was taken over by token {by}"),
+            NotOwnerReason::Completed => write!(f, "it is already completed"),
+            NotOwnerReason::NotClaimed => write!(f, "nobody holds it"),
+        }
+    }
+}
+
+/// Whether the lease with `token` still owns the key whose current record is `record`: the
+/// check every store makes before `complete` or `release` writes (fencing), so a stale owner
+/// cannot record over a newer one.
+pub fn owns<R>(record: Option<&Record<R>>, token: Token) -> Result<(), NotOwnerReason> {
+    match record.map(|r| &r.stage) {
+        Some(Stage::InProgress { owner, .. }) if *owner == token => Ok(()),
+        Some(Stage::InProgress { owner, .. }) => Err(NotOwnerReason::TakenOver { by: *owner }),
+        Some(Stage::Completed { .. }) => Err(NotOwnerReason::Completed),
+        None => Err(NotOwnerReason::NotClaimed),
+    }
+}
+
 /// Why a key was refused before any lookup.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -243,6 +276,19 @@ mod tests {
             decide(Some(&r), &fp("pie"), Retention::Window(50), 61),
             Decision::Expired
         );
+    }
+
+    #[test]
+    fn only_the_current_lease_owns_a_key() {
+        let claimed: Record<()> = Record::claimed(fp("pie"), 7, 100);
+        assert_eq!(owns(Some(&claimed), 7), Ok(()));
+        assert_eq!(
+            owns(Some(&claimed), 6),
+            Err(NotOwnerReason::TakenOver { by: 7 })
+        );
+        let done = Record::completed(fp("pie"), (), 5);
+        assert_eq!(owns(Some(&done), 7), Err(NotOwnerReason::Completed));
+        assert_eq!(owns::<()>(None, 7), Err(NotOwnerReason::NotClaimed));
     }
 
     #[test]

@@ -676,15 +676,28 @@ where
             return Err(why.into());
         }
     };
-    let fresh = Response::from_parts(head, Either::Right(Full::new(body.clone())));
-    if fresh.status().is_server_error() && config.server_errors == ServerErrors::FreeKey {
+    let (fresh, stored) = to_store(config, head, body);
+    let Some(stored) = stored else {
         let why = format!("the handler answered {}", fresh.status());
         *handled = Some(Handled::NotKept(fresh));
         return Err(why.into());
-    }
-    let stored = encode(&fresh, &body, &config.keep_headers);
+    };
     *handled = Some(Handled::Answered(fresh));
     Ok(stored)
+}
+
+/// The handler's response, and what to store with the key: `None` for a 5xx that frees it.
+fn to_store<B>(
+    config: &Config,
+    head: http::response::Parts,
+    body: Bytes,
+) -> (Response<ResponseBody<B>>, Option<Vec<u8>>) {
+    let fresh = Response::from_parts(head, Either::Right(Full::new(body.clone())));
+    if fresh.status().is_server_error() && config.server_errors == ServerErrors::FreeKey {
+        return (fresh, None);
+    }
+    let stored = encode(&fresh, &body, &config.keep_headers);
+    (fresh, Some(stored))
 }
 
 /// Why a store call gave no answer: the store's error, or a panic on the blocking thread (in
@@ -763,14 +776,13 @@ where
             )))
         }
     };
-    let fresh = Response::from_parts(head, Either::Right(Full::new(body.clone())));
-    if fresh.status().is_server_error() && config.server_errors == ServerErrors::FreeKey {
+    let (fresh, stored) = to_store(&config, head, body);
+    let Some(stored) = stored else {
         // The handler says by its 5xx that nothing happened: free the key now. A release
         // that fails leaves the lease to end.
         let _ = blocking(pool, move |s| s.release(&held)).await;
         return Ok(fresh);
-    }
-    let stored = encode(&fresh, &body, &config.keep_headers);
+    };
     // If this fails (the lease was taken over, the store is down), the handler's effect has
     // still happened, so its response is still the true answer; the next retry replays the
     // newer owner's response or runs again (at least once, as documented).

@@ -692,7 +692,7 @@ fn idempotency_layer_holds_and_its_lock_and_rollback_are_exercised() {
             (4, "(stall) client's patience for key 0"),
             (
                 6,
-                "database receives BEGIN; look key 0 up FOR UPDATE from instance 1",
+                "database receives BEGIN; look key 0 up, taking its lock from instance 1",
             ),
             (
                 8,
@@ -760,7 +760,8 @@ fn idempotency_layer_holds_with_two_keys_and_with_two_crashes_and_two_stalls() {
 /// before completing the key; its lease runs out — no stall, its holder is gone — and the
 /// client's retry takes the key over with token 2 and bakes again.
 #[test]
-fn idempotency_layer_lease_bakes_again_after_a_crash_between_the_effect_and_completing() {
+fn idempotency_layer_lease_bakes_again_after_a_stall_and_a_crash_between_the_effect_and_completing()
+{
     let d = design("idempotency-layer-lease");
     let steps = story(
         d.name,
@@ -780,6 +781,44 @@ fn idempotency_layer_lease_bakes_again_after_a_crash_between_the_effect_and_comp
         ],
     );
     assert_eq!(steps[7], "database's lease timer for key 0 fires");
+}
+
+/// The fencing token at work: a stale holder's completion, arriving after another instance took
+/// the key over, is refused (the stores' own `dedup::owns` check), and the newer lease keeps
+/// the key. A model whose completion always succeeded would never answer "taken over".
+#[test]
+fn idempotency_layer_lease_refuses_a_stale_completion() {
+    use models::http::{HttpState, Msg};
+    use onepie::dedup::Stage;
+    let d = design("idempotency-layer-lease");
+    let world = models::idempotency_layer_lease::world(&d.defaults);
+    let taken_over = |s: &models::world::State<models::http::Http>| {
+        http_in_flight(s, |m| matches!(m, Msg::TakenOver { .. }))
+    };
+    let story = http_story(&world, taken_over);
+    let last = story.len();
+    assert_told(
+        &story,
+        &[
+            (2, "\"key 0 is yours: a lease with token 1\""),
+            (last, "\"key 0 was taken over: completion refused\""),
+        ],
+    );
+    let path = check::shortest_path(&world, taken_over).unwrap().into_vec();
+    let end = &path.last().unwrap().0;
+    let owner = end.actor_states.iter().find_map(|a| match &**a {
+        HttpState::Database { records, .. } => match &records[&0].stage {
+            Stage::InProgress { owner, .. } => Some(*owner),
+            Stage::Completed { .. } => Some(0),
+        },
+        _ => None,
+    });
+    assert_eq!(
+        owner,
+        Some(2),
+        "the newer lease still holds the key; story\n{}",
+        story.join("\n")
+    );
 }
 
 /// The lease's duplicate needs a crash, or a second stall in its place: without crashes it holds

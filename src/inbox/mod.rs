@@ -104,7 +104,7 @@ mod sqlite;
 mod step;
 
 pub use crate::dedup::{
-    Fingerprint, KeyError, Millis, Record, Retention, Stage, Token, MAX_KEY_LEN,
+    Fingerprint, KeyError, Millis, NotOwnerReason, Record, Retention, Stage, Token, MAX_KEY_LEN,
 };
 pub use memory::{MemoryStore, MemoryTx};
 #[cfg(feature = "postgres")]
@@ -354,27 +354,6 @@ pub trait InboxStore: Sized + Send {
     /// Expired keys are already treated as new before they are pruned; a live claim is never
     /// pruned.
     fn prune(&mut self) -> Result<usize, InboxError>;
-}
-
-/// Why a lease holder was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub enum NotOwnerReason {
-    /// Another worker took the key over with a higher token after the lease ended.
-    TakenOver { by: Token },
-    /// The key is already completed (by a takeover, or by this same lease earlier).
-    Completed,
-    /// Nobody holds the key (it was released, pruned, or never claimed).
-    NotClaimed,
-}
-
-impl fmt::Display for NotOwnerReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NotOwnerReason::TakenOver { by } => write!(f, "it was taken over by token {by}"),
-            NotOwnerReason::Completed => write!(f, "it is already completed"),
-            NotOwnerReason::NotClaimed => write!(f, "nobody holds it"),
-        }
-    }
 }
 
 /// Everything that can go wrong, each with what to do about it. Nothing of the failed

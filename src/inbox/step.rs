@@ -5,9 +5,7 @@
 //! and persist records, in one transaction around this.
 
 use super::{Claim, InboxError, Lease, Outcome, END_OF_TIME};
-use crate::dedup::{
-    self, Decision, Fingerprint, KeyError, Millis, Record, Retention, Stage, Token,
-};
+use crate::dedup::{self, Decision, Fingerprint, KeyError, Millis, Record, Retention, Token};
 use std::time::Duration;
 
 /// What a store keeps for one key: its record and when its history began.
@@ -162,18 +160,13 @@ pub(crate) fn lease_end(now: Millis, lease: Duration) -> Millis {
 /// The error for a lease holder whose token does not own the key's current `record`, or `None`
 /// when it does.
 pub(crate) fn not_owner(lease: &Lease, record: Option<&Record<Vec<u8>>>) -> Option<InboxError> {
-    use super::NotOwnerReason;
-    let reason = match record.map(|r| &r.stage) {
-        Some(Stage::InProgress { owner, .. }) if *owner == lease.token => return None,
-        Some(Stage::InProgress { owner, .. }) => NotOwnerReason::TakenOver { by: *owner },
-        Some(Stage::Completed { .. }) => NotOwnerReason::Completed,
-        None => NotOwnerReason::NotClaimed,
-    };
-    Some(InboxError::NotOwner {
-        key: lease.key.clone(),
-        token: lease.token,
-        reason,
-    })
+    crate::dedup::owns(record, lease.token)
+        .err()
+        .map(|reason| InboxError::NotOwner {
+            key: lease.key.clone(),
+            token: lease.token,
+            reason,
+        })
 }
 
 #[cfg(test)]
