@@ -268,6 +268,9 @@ where
     fn representative(&self, state: &State<A>) -> Option<State<A>> {
         self.world.representative(state)
     }
+    fn canonical_fingerprint(&self, state: &State<A>) -> Option<u64> {
+        self.world.canonical_fingerprint(state)
+    }
     fn has_symmetry(&self) -> bool {
         self.world.has_symmetry()
     }

@@ -7,7 +7,7 @@
 
 #[path = "pizzeria_symmetry.rs"]
 pub mod symmetry;
-pub use symmetry::representative;
+pub use symmetry::{canonical_fingerprint, representative};
 
 use super::world::{
     choice_key, pie_fingerprint, store_key, Faults, History, Message, Order, State, World,
@@ -685,7 +685,10 @@ impl PizzeriaCfg {
         if self.door == Door::PerHost {
             world
         } else {
-            world.with_symmetry(representative)
+            world.with_symmetry_fingerprint(super::world::Symmetry {
+                representative,
+                fingerprint: Some(canonical_fingerprint),
+            })
         }
     }
 }

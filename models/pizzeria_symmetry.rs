@@ -4,12 +4,17 @@
 //! the same ledger up to the order names, so every property (all stated over the ledger, for
 //! every order alike) has the same verdict on both.
 //!
-//! The representative: each order gets a signature that does not depend on how workers or other
-//! orders are named, each worker one in which orders appear only by their signatures; both groups
-//! are sorted by signature, ties are broken by trying every order of the tied members (up to
-//! [`MAX_CANDIDATES`] relabellings) and keeping the one whose fingerprint is lowest. Whatever the
-//! ties, the result is a relabelling of the state, so the reduction is sound; it is canonical
-//! (the same for every member of a class) whenever the candidates were not capped.
+//! The canonical form: each order gets a signature that does not depend on how workers or other
+//! orders are named, and orders are sorted by it, every order of tied orders tried (up to
+//! [`MAX_CANDIDATES`]: all of them up to 4 orders). Under each candidate's order names, each
+//! worker gets a key that says everything about it, and workers are sorted by it (workers with
+//! equal keys are alike in everything, so their order does not matter). Each candidate
+//! relabelling is encoded as bytes without building the relabelled state, and the least
+//! encoding wins: its fingerprint is the class's ([`canonical_fingerprint`], what the search
+//! uses), and applying it gives the representative ([`representative`], for full-state
+//! search). Whatever the ties, the result is a relabelling of the state, so the reduction is
+//! sound; it is canonical (the same for every member of a class) unless candidates were capped
+//! or two different signatures or keys hashed alike.
 
 use super::{Handout, Memory, Msg, Pizzeria, PizzeriaState, Slot, Then, Timer};
 use crate::dedup::{Fingerprint, Record};
@@ -19,8 +24,11 @@ use crate::models::world::{choice_key, pie_fingerprint, Order, State};
 use stateright::actor::{ActorModelState, Envelope, Id, Network, RandomChoices, Timers};
 use std::sync::OnceLock;
 
-/// The most relabellings tried to break ties in one state.
+/// The most order relabellings tried to break ties in one state: every one, up to 4 orders.
 pub const MAX_CANDIDATES: usize = 24;
+
+/// The most actors the encoding handles: the queue, 4 workers and 4 houses, and room to spare.
+const MAX_ACTORS: usize = 16;
 
 /// The pie fingerprints of orders 0..=255, computed once (SHA-256 is not free).
 fn pie_fp(order: Order) -> Fingerprint {
@@ -35,6 +43,7 @@ fn key(order: Order) -> &'static str {
 }
 
 /// The cast's layout, read off a state: queue 0, workers 1..=w, then one house per order.
+#[derive(Clone, Copy)]
 struct Layout {
     workers: usize,
     orders: usize,
@@ -137,14 +146,11 @@ fn order_signature(
             pending,
             now,
         } => (
-            memory
-                .values()
-                .map(|r| fingerprint(&r.stage))
-                .collect::<Vec<_>>(),
+            sum(memory.values().map(|r| fingerprint(&r.stage))),
             pending.len(),
             *now,
         ),
-        _ => (Vec::new(), 0, 0),
+        _ => (0, 0, 0),
     };
     fingerprint(&(
         slot,
@@ -157,103 +163,263 @@ fn order_signature(
         (memory, pending, now),
         state.crashed[house],
         state.timers_set[house].iter().count(),
-        state.actor_storages[house].as_ref().map(|m| {
-            m.values()
-                .map(|r| fingerprint(&r.stage))
-                .collect::<Vec<_>>()
-        }),
+        state.actor_storages[house]
+            .as_ref()
+            .map(|m| sum(m.values().map(|r| fingerprint(&r.stage)))),
         state.history.ledger.effects_of(&o),
     ))
 }
 
-/// Worker `w`'s signature (actor `1 + w`): its state and mail, orders by their signatures.
-fn worker_signature(
+/// Worker `w`'s key (actor `1 + w`) once the orders have their new names in `r`: everything
+/// about the worker (its state, timers, whether it is down, the orders the queue handed it, the
+/// house steps pending for its pies, its mail) with other workers unnamed. Workers with equal
+/// keys are alike in everything, so the order they are put in does not change the encoding.
+fn worker_key(
     state: &State<Pizzeria>,
     mail: &[(&Envelope<Msg>, usize)],
-    layout: &Layout,
-    sig: &[u64],
+    r: &Relabel,
     w: usize,
 ) -> u64 {
     let id = 1 + w;
-    let sigs = |orders: &std::collections::BTreeSet<Order>| {
-        let mut v: Vec<u64> = orders.iter().map(|&o| sig[o as usize]).collect();
-        v.sort_unstable();
-        v
-    };
+    let first_house = r.layout.first_house();
     let own = match &*state.actor_states[id] {
-        PizzeriaState::Worker { baking, awaiting } => (sigs(baking), sigs(awaiting)),
-        _ => Default::default(),
+        PizzeriaState::Worker { baking, awaiting } => (r.mask(baking), r.mask(awaiting)),
+        _ => (0, 0),
     };
-    let end = |x: Id| match usize::from(x) {
-        i if i == id => 0u8,
-        0 => 1,
-        i if i < layout.first_house() => 2,
-        _ => 3,
+    let timers = state.timers_set[id]
+        .iter()
+        .fold(0u32, |m, t| m | r.timer_bit(t));
+    let handed = match &*state.actor_states[0] {
+        PizzeriaState::Queue { orders } => orders
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Slot::HandedOut { worker } if usize::from(*worker) == id))
+            .fold(0u8, |m, (o, _)| m | 1 << r.order(o as Order)),
+        _ => 0,
     };
-    let mail = mail
+    let pending = sum((first_house..state.actor_states.len()).flat_map(|h| {
+        let pending: &[(Order, Id)] = match &*state.actor_states[h] {
+            PizzeriaState::House { pending, .. } => pending,
+            _ => &[],
+        };
+        pending
+            .iter()
+            .filter(|(_, worker)| usize::from(*worker) == id)
+            .map(move |&(o, _)| fingerprint(&(r.slot(h), r.order(o))))
+    }));
+    // This worker, another worker, or the queue or a house by its new name.
+    let name = |x: Id| match usize::from(x) {
+        i if i == id => u8::MAX,
+        i if (1..first_house).contains(&i) => u8::MAX - 1,
+        i => r.slot(i) as u8,
+    };
+    let mail = sum(mail
         .iter()
         .filter(|(e, _)| {
             usize::from(e.src) == id
                 || usize::from(e.dst) == id
                 || matches!(e.msg, Msg::Note { worker, .. } if usize::from(worker) == id)
         })
-        .map(|(e, n)| {
-            let about_me = matches!(e.msg, Msg::Note { worker, .. } if usize::from(worker) == id);
-            fingerprint(&(
-                end(e.src),
-                end(e.dst),
-                shape(&e.msg),
-                sig[e.msg.order() as usize],
-                about_me,
-                n,
-            ))
-        });
-    let timers = state.timers_set[id].iter().map(|t| match t {
-        Timer::Baked { order } => fingerprint(&sig[*order as usize]),
-        other => fingerprint(other),
-    });
-    // Orders the queue has handed to this worker, and houses' pending steps for its pies.
-    let handed: Vec<u64> = match &*state.actor_states[0] {
-        PizzeriaState::Queue { orders } => {
-            let mut v: Vec<u64> = orders
-                .iter()
-                .enumerate()
-                .filter(
-                    |(_, s)| matches!(s, Slot::HandedOut { worker } if usize::from(*worker) == id),
-                )
-                .map(|(o, _)| sig[o])
-                .collect();
-            v.sort_unstable();
-            v
-        }
-        _ => Vec::new(),
-    };
-    let pending =
-        (0..layout.orders).map(|o| match &*state.actor_states[layout.first_house() + o] {
-            PizzeriaState::House { pending, .. } => sum(pending
-                .iter()
-                .filter(|(_, worker)| usize::from(*worker) == id)
-                .map(|(order, _)| fingerprint(&sig[*order as usize]))),
-            _ => 0,
-        });
+        .map(|(e, n)| r.envelope_code(e, *n, name)));
     fingerprint(&(
         own,
+        timers,
         state.crashed[id],
-        sum(mail),
-        sum(timers),
+        state.actor_storages[id].is_some(),
         handed,
-        sum(pending),
+        pending,
+        mail,
     ))
 }
 
 /// A relabelling: worker `w` becomes `workers[w]`, order `o` (and its house) `orders[o]`.
-struct Relabel<'a> {
-    layout: &'a Layout,
+struct Relabel {
+    layout: Layout,
     workers: Vec<usize>,
     orders: Vec<Order>,
+    /// The inverse of `orders`: the old order that goes to each place.
+    order_at: Vec<Order>,
 }
 
-impl Relabel<'_> {
+impl Relabel {
+    fn is_identity(&self) -> bool {
+        self.workers.iter().enumerate().all(|(w, &to)| w == to)
+            && self
+                .orders
+                .iter()
+                .enumerate()
+                .all(|(o, &to)| o == to as usize)
+    }
+
+    /// The old order that goes to place `p`.
+    fn order_at(&self, p: usize) -> Order {
+        self.order_at[p]
+    }
+    /// A set of orders as a bit mask of their new names.
+    fn mask<'b>(&self, orders: impl IntoIterator<Item = &'b Order>) -> u8 {
+        orders.into_iter().fold(0, |m, &o| m | 1 << self.order(o))
+    }
+    /// A timer as a bit, its order renamed.
+    fn timer_bit(&self, t: &Timer) -> u32 {
+        match *t {
+            Timer::VisibilityTimeout { order } => 1 << self.order(order),
+            Timer::Baked { order } => 1 << (8 + self.order(order)),
+            Timer::HouseClock => 1 << 16,
+        }
+    }
+    /// An envelope and its copies as a number: actors named by `name`, orders renamed.
+    fn envelope_code(&self, e: &Envelope<Msg>, copies: usize, name: impl Fn(Id) -> u8) -> u64 {
+        let (kind, order, extra, worker) = match e.msg {
+            Msg::Task { order } => (0u64, order, 0u64, 0u8),
+            Msg::Ack { order } => (1, order, 0, 0),
+            Msg::AckConfirmed { order } => (2, order, 0, 0),
+            Msg::AckRefused { order } => (3, order, 0, 0),
+            Msg::Pie { order } => (4, order, 0, 0),
+            Msg::Receipt { order, kept } => (5, order, u64::from(kept), 0),
+            Msg::Note {
+                order,
+                worker,
+                then,
+            } => (6, order, 1 + then as u64, name(worker)),
+        };
+        kind | u64::from(self.order(order)) << 4
+            | extra << 8
+            | u64::from(worker) << 16
+            | u64::from(name(e.src)) << 24
+            | u64::from(name(e.dst)) << 32
+            | (copies.min(0xFFFF) as u64) << 40
+    }
+    /// A memory's records, by new order.
+    fn encode_memory(&self, m: &Memory, out: &mut Vec<u8>) {
+        out.push(m.len() as u8);
+        for p in 0..self.layout.orders {
+            let o = self.order_at(p);
+            let Some(r) = m.get(&o) else { continue };
+            out.push(p as u8);
+            out.push(u8::from(r.fingerprint == pie_fp(o)));
+            match r.stage {
+                crate::dedup::Stage::Completed { at, .. } => {
+                    out.push(0);
+                    out.extend_from_slice(&at.to_le_bytes());
+                }
+                crate::dedup::Stage::InProgress { owner, lease_until } => {
+                    out.push(1);
+                    out.extend_from_slice(&owner.to_le_bytes());
+                    out.extend_from_slice(&lease_until.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// The relabelled state as bytes, without building it: equal bytes exactly when the
+    /// relabelled states are equal (given the cast's invariants: a house remembers only orders
+    /// that exist, with their own pie's fingerprint; every choice of worker is for its order).
+    fn encode(
+        &self,
+        state: &State<Pizzeria>,
+        mail: &[(&Envelope<Msg>, usize)],
+        codes: &mut Vec<u64>,
+        out: &mut Vec<u8>,
+    ) {
+        out.clear();
+        let n = state.actor_states.len();
+        let mut from = [0usize; MAX_ACTORS];
+        for i in 0..n {
+            from[self.slot(i)] = i;
+        }
+        let worker = |id: Id| self.id(id);
+        for &i in &from[..n] {
+            out.push(u8::from(state.crashed[i]));
+            match &*state.actor_states[i] {
+                PizzeriaState::Queue { orders } => {
+                    for p in 0..orders.len() {
+                        out.push(match orders[self.order_at(p) as usize] {
+                            Slot::Visible => 0,
+                            Slot::Gone => 1,
+                            Slot::HandedOut { worker: w } => 2 + usize::from(worker(w)) as u8,
+                        });
+                    }
+                }
+                PizzeriaState::Worker { baking, awaiting } => {
+                    out.push(self.mask(baking));
+                    out.push(self.mask(awaiting));
+                }
+                PizzeriaState::House {
+                    memory,
+                    pending,
+                    now,
+                } => {
+                    self.encode_memory(memory, out);
+                    codes.clear();
+                    codes.extend(pending.iter().map(|&(o, w)| {
+                        u64::from(self.order(o)) << 8 | usize::from(worker(w)) as u64
+                    }));
+                    codes.sort_unstable();
+                    out.push(codes.len() as u8);
+                    out.extend(codes.iter().flat_map(|c| [(c >> 8) as u8, *c as u8]));
+                    out.push(*now);
+                }
+            }
+            let timers = state.timers_set[i]
+                .iter()
+                .fold(0u32, |m, t| m | self.timer_bit(t));
+            out.extend_from_slice(&timers.to_le_bytes());
+            let (mut keys, mut options) = (0u8, 0u32);
+            for (k, handouts) in state.random_choices[i].map.iter() {
+                let o = (0..self.layout.orders as Order)
+                    .find(|&o| self::key(o) == k)
+                    .expect("a choice key");
+                keys |= 1 << self.order(o);
+                for h in handouts {
+                    options |= 1
+                        << (8 * u32::from(self.order(h.order)) + self.workers[h.worker_no] as u32);
+                }
+            }
+            out.push(keys);
+            out.extend_from_slice(&options.to_le_bytes());
+            match &state.actor_storages[i] {
+                None => out.push(0),
+                Some(m) => {
+                    out.push(1);
+                    self.encode_memory(m, out);
+                }
+            }
+        }
+        codes.clear();
+        codes.extend(mail.iter().map(|(e, copies)| {
+            self.envelope_code(e, *copies, |id| self.slot(usize::from(id)) as u8)
+        }));
+        codes.sort_unstable();
+        out.extend_from_slice(&(codes.len() as u16).to_le_bytes());
+        for c in codes.iter() {
+            out.extend_from_slice(&c.to_le_bytes()[..6]);
+        }
+        // The ledger: orders placed and pies kept, by new name (orders outside the cast, which
+        // no run has, keep theirs).
+        let ledger = &state.history.ledger;
+        let rename = |o: Order| {
+            if (o as usize) < self.layout.orders {
+                self.order(o)
+            } else {
+                o
+            }
+        };
+        codes.clear();
+        codes.extend(ledger.placed().iter().map(|&o| u64::from(rename(o))));
+        codes.extend(
+            ledger
+                .effects()
+                .map(|(&o, count)| 1 << 40 | u64::from(rename(o)) << 32 | u64::from(count)),
+        );
+        codes.sort_unstable();
+        out.push(codes.len() as u8);
+        for c in codes.iter() {
+            out.extend_from_slice(&c.to_le_bytes()[..6]);
+        }
+        let used = state.history.used;
+        out.extend_from_slice(&[used.crashes, used.losses, used.stalls]);
+    }
+
     fn id(&self, id: Id) -> Id {
         let i = usize::from(id);
         let fh = self.layout.first_house();
@@ -460,59 +626,40 @@ impl Relabel<'_> {
     }
 }
 
-/// Which orders and which workers are inert: nothing in flight about them or from them, no worker
-/// holding an order, no house step pending, no timer of a worker's. Two inert members with the
-/// same signature are alike in everything, and nothing else names them, so swapping them
-/// changes nothing.
-fn inert(
+/// Which orders are inert: nothing in flight about them, no worker holding them, no house step
+/// pending for them. Two inert orders with the same signature are alike in everything, and
+/// nothing else names them, so swapping them changes nothing.
+fn inert_orders(
     state: &State<Pizzeria>,
     mail: &[(&Envelope<Msg>, usize)],
     layout: &Layout,
-) -> (Vec<bool>, Vec<bool>) {
+) -> Vec<bool> {
     let mut orders = vec![true; layout.orders];
-    let mut workers = vec![true; layout.workers];
-    let mut touch = |o: Order, w: Option<Id>| {
-        orders[o as usize] = false;
-        if let Some(w) = w.map(usize::from) {
-            if (1..layout.first_house()).contains(&w) {
-                workers[w - 1] = false;
-            }
-        }
-    };
     for (e, _) in mail {
-        touch(e.msg.order(), Some(e.src));
-        touch(e.msg.order(), Some(e.dst));
-        if let Msg::Note { order, worker, .. } = e.msg {
-            touch(order, Some(worker));
-        }
+        orders[e.msg.order() as usize] = false;
     }
-    for (i, s) in state.actor_states.iter().enumerate() {
+    for s in state.actor_states.iter() {
         match &**s {
-            PizzeriaState::Queue { orders } => {
-                for (o, slot) in orders.iter().enumerate() {
-                    if let Slot::HandedOut { worker } = slot {
-                        touch(o as Order, Some(*worker));
+            PizzeriaState::Queue { orders: slots } => {
+                for (o, slot) in slots.iter().enumerate() {
+                    if let Slot::HandedOut { .. } = slot {
+                        orders[o] = false;
                     }
                 }
             }
             PizzeriaState::Worker { baking, awaiting } => {
                 for &o in baking.iter().chain(awaiting) {
-                    touch(o, Some(Id::from(i)));
+                    orders[o as usize] = false;
                 }
             }
             PizzeriaState::House { pending, .. } => {
-                for &(o, w) in pending {
-                    touch(o, Some(w));
+                for &(o, _) in pending {
+                    orders[o as usize] = false;
                 }
             }
         }
     }
-    for w in 1..layout.first_house() {
-        if state.timers_set[w].iter().next().is_some() {
-            workers[w - 1] = false;
-        }
-    }
-    (orders, workers)
+    orders
 }
 
 /// The members of a group sorted by signature, as runs of equal signatures.
@@ -538,62 +685,97 @@ fn places(arranged: &[usize]) -> Vec<usize> {
     to
 }
 
-/// The representative of `state`'s class under relabelling workers and orders.
-pub fn representative(state: &State<Pizzeria>) -> State<Pizzeria> {
+/// Buffers the canonical form is built in, kept per thread: the search asks for it millions of
+/// times, and allocating them each time was a large part of its cost.
+#[derive(Default)]
+struct Scratch {
+    best: Vec<u8>,
+    candidate: Vec<u8>,
+    codes: Vec<u64>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = Default::default();
+}
+
+/// The relabelling that puts `state` in its class's canonical form, whose encoding it leaves in
+/// `scratch.best`. Orders are sorted by signature; ties are tried in every order (up to
+/// [`MAX_CANDIDATES`]; all of them up to 4 orders) unless the tied orders are inert. For each,
+/// workers are sorted by their keys under those order names (ties are workers alike in
+/// everything). The candidate with the least encoding wins.
+fn canonical(state: &State<Pizzeria>, scratch: &mut Scratch) -> Relabel {
     let layout = Layout::of(state);
+    assert!(
+        layout.orders <= 8 && 1 + layout.workers + layout.orders <= MAX_ACTORS,
+        "the pizzeria's symmetry encodes up to 8 orders and {MAX_ACTORS} actors"
+    );
     let mail = envelopes(&state.network);
     let order_sigs: Vec<u64> = (0..layout.orders as Order)
         .map(|o| order_signature(state, &mail, &layout, o))
         .collect();
-    let worker_sigs: Vec<u64> = (0..layout.workers)
-        .map(|w| worker_signature(state, &mail, &layout, &order_sigs, w))
-        .collect();
-    let (inert_orders, inert_workers) = inert(state, &mail, &layout);
-    // A run of inert members (equal, and named by nothing else in the state) needs no trying:
-    // every order of it gives the same state.
-    let order_choices = arrangements(
-        &runs(&order_sigs),
-        |run| run.iter().all(|&o| inert_orders[o]),
-        MAX_CANDIDATES,
-    );
-    let worker_choices = arrangements(
-        &runs(&worker_sigs),
-        |run| run.iter().all(|&w| inert_workers[w]),
-        (MAX_CANDIDATES / order_choices.len()).max(1),
-    );
-    let relabel = |oa: &[usize], wa: &[usize]| Relabel {
-        layout: &layout,
-        workers: places(wa),
-        orders: places(oa).into_iter().map(|p| p as Order).collect(),
+    let runs = runs(&order_sigs);
+    // Most states have no ties to try, or only ties of inert orders.
+    let order_choices = if runs.iter().all(|run| run.len() == 1) {
+        vec![runs.concat()]
+    } else {
+        let inert = inert_orders(state, &mail, &layout);
+        arrangements(&runs, |run| run.iter().all(|&o| inert[o]), MAX_CANDIDATES)
     };
-    // Most states have one arrangement, often the state's own order: no choosing to do.
-    if let ([oa], [wa]) = (&order_choices[..], &worker_choices[..]) {
-        let identity = |a: &[usize]| a.iter().enumerate().all(|(k, &m)| k == m);
-        if identity(oa) && identity(wa) {
-            return state.clone();
-        }
-        return relabel(oa, wa).apply(state);
-    }
-    let mut best: Option<(u64, State<Pizzeria>)> = None;
+    let mut best: Option<Relabel> = None;
     for oa in &order_choices {
-        for wa in &worker_choices {
-            let candidate = relabel(oa, wa).apply(state);
-            let fp = fingerprint(&candidate);
-            if best.as_ref().is_none_or(|(b, _)| fp < *b) {
-                best = Some((fp, candidate));
-            }
+        let mut r = Relabel {
+            layout,
+            workers: (0..layout.workers).collect(),
+            orders: places(oa).into_iter().map(|p| p as Order).collect(),
+            order_at: oa.iter().map(|&o| o as Order).collect(),
+        };
+        let keys: Vec<u64> = (0..layout.workers)
+            .map(|w| worker_key(state, &mail, &r, w))
+            .collect();
+        let mut wa: Vec<usize> = (0..layout.workers).collect();
+        wa.sort_by_key(|&w| keys[w]);
+        r.workers = places(&wa);
+        r.encode(state, &mail, &mut scratch.codes, &mut scratch.candidate);
+        if best.is_none() || scratch.candidate < scratch.best {
+            std::mem::swap(&mut scratch.best, &mut scratch.candidate);
+            best = Some(r);
         }
     }
-    best.expect("at least one arrangement").1
+    best.expect("at least one arrangement")
+}
+
+/// The representative of `state`'s class under relabelling workers and orders.
+pub fn representative(state: &State<Pizzeria>) -> State<Pizzeria> {
+    let r = SCRATCH.with(|s| canonical(state, &mut s.borrow_mut()));
+    if r.is_identity() {
+        state.clone()
+    } else {
+        r.apply(state)
+    }
+}
+
+/// The fingerprint of `state`'s class: of its canonical form's encoding, without building the
+/// representative.
+pub fn canonical_fingerprint(state: &State<Pizzeria>) -> u64 {
+    SCRATCH.with(|s| {
+        let s = &mut *s.borrow_mut();
+        canonical(state, s);
+        fingerprint(&s.best[..])
+    })
 }
 
 /// `state` with worker `w` renamed `workers[w]` and order `o` (with its house) `orders[o]`.
 pub fn relabel(state: &State<Pizzeria>, workers: &[usize], orders: &[Order]) -> State<Pizzeria> {
     let layout = Layout::of(state);
+    let mut order_at = vec![0; orders.len()];
+    for (o, &to) in orders.iter().enumerate() {
+        order_at[to as usize] = o as Order;
+    }
     Relabel {
-        layout: &layout,
+        layout,
         workers: workers.to_vec(),
         orders: orders.to_vec(),
+        order_at,
     }
     .apply(state)
 }

@@ -108,6 +108,36 @@ pub type EnvironmentFn<A, C> =
 /// canonical order), for symmetry reduction. Must return a relabelling of the same state.
 pub type RepresentativeFn<A> = fn(&State<A>) -> State<A>;
 
+/// Symmetry reduction for a world whose actors are partly interchangeable.
+pub struct Symmetry<A: Actor>
+where
+    A::Msg: Ord,
+    A::Timer: Ord,
+{
+    /// The representative of a state's class (kept in the full-state visited set).
+    pub representative: RepresentativeFn<A>,
+    /// The class's fingerprint, computed without building the representative; `None`: the
+    /// fingerprint of the representative. Must give every member of a class the same value,
+    /// and distinct classes distinct values but for hash collisions.
+    pub fingerprint: Option<fn(&State<A>) -> u64>,
+}
+
+impl<A: Actor> Clone for Symmetry<A>
+where
+    A::Msg: Ord,
+    A::Timer: Ord,
+{
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A: Actor> Copy for Symmetry<A>
+where
+    A::Msg: Ord,
+    A::Timer: Ord,
+{
+}
+
 /// An actor model with a bounded fault budget and the shared properties.
 pub struct World<A, C>
 where
@@ -123,9 +153,9 @@ where
     pub is_stall: StallFn<A, C>,
     /// What the world does by itself along with a step (explicit time), if anything.
     pub environment: Option<EnvironmentFn<A, C>>,
-    /// The representative function when some actors are interchangeable: the search engine
-    /// then reduces by it (breadth-first or depth-first; `--symmetry off` ignores it).
-    pub symmetry: Option<RepresentativeFn<A>>,
+    /// How to reduce by symmetry when some actors are interchangeable: the search engine then
+    /// does (breadth-first or depth-first; `--symmetry off` ignores it).
+    pub symmetry: Option<Symmetry<A>>,
 }
 
 impl<A, C> World<A, C>
@@ -163,7 +193,16 @@ where
 
     /// The same world, checked with symmetry reduction under `representative`.
     pub fn with_symmetry(mut self, representative: RepresentativeFn<A>) -> Self {
-        self.symmetry = Some(representative);
+        self.symmetry = Some(Symmetry {
+            representative,
+            fingerprint: None,
+        });
+        self
+    }
+
+    /// The same world, checked with symmetry reduction as `symmetry` says.
+    pub fn with_symmetry_fingerprint(mut self, symmetry: Symmetry<A>) -> Self {
+        self.symmetry = Some(symmetry);
         self
     }
 
@@ -426,7 +465,15 @@ where
     }
 
     fn representative(&self, state: &State<A>) -> Option<State<A>> {
-        self.symmetry.map(|r| r(state))
+        self.symmetry.map(|s| (s.representative)(state))
+    }
+
+    fn canonical_fingerprint(&self, state: &State<A>) -> Option<u64> {
+        let s = self.symmetry?;
+        Some(match s.fingerprint {
+            Some(f) => f(state),
+            None => search::fingerprint(&(s.representative)(state)),
+        })
     }
 
     fn has_symmetry(&self) -> bool {

@@ -261,7 +261,7 @@ fn symmetry_keeps_verdicts_and_story_lengths() {
 /// idempotent-house at 3 × 2: every permutation of both).
 #[test]
 fn pizzeria_representative_is_the_same_for_every_relabelling() {
-    use onepie::models::pizzeria::symmetry::{relabel, representative};
+    use onepie::models::pizzeria::symmetry::{canonical_fingerprint, relabel, representative};
     let perms = |n: usize| -> Vec<Vec<usize>> {
         let mut all = vec![vec![]];
         for k in 0..n {
@@ -303,7 +303,9 @@ fn pizzeria_representative_is_the_same_for_every_relabelling() {
         let mut checked = 0;
         for state in path.into_states() {
             let canonical = representative(&state);
+            let class = canonical_fingerprint(&state);
             assert_eq!(representative(&canonical), canonical);
+            assert_eq!(canonical_fingerprint(&canonical), class);
             for wp in perms(p.workers as usize) {
                 for op in perms(p.orders as usize) {
                     let orders: Vec<u8> = op.iter().map(|&o| o as u8).collect();
@@ -318,6 +320,7 @@ fn pizzeria_representative_is_the_same_for_every_relabelling() {
                         counts(&state.history.ledger)
                     );
                     assert_eq!(representative(&relabelled), canonical, "{name}");
+                    assert_eq!(canonical_fingerprint(&relabelled), class, "{name}");
                     checked += 1;
                 }
             }

@@ -12,8 +12,9 @@
 //! the states themselves live only in the frontier. A path is rebuilt like TLC's: walk the parent
 //! positions back to level 0, then replay forward from the initial state, at each step taking
 //! the first successor whose (canonical) fingerprint is the next one on the chain. With symmetry
-//! reduction the frontier holds representatives, but the replayed path follows real states, so
-//! it replays in Stateright's explorer as it is.
+//! reduction the visited set holds each class's fingerprint and the frontier the member of the
+//! class reached first (a representative, in full-state mode); the replayed path follows real
+//! states, so it replays in Stateright's explorer as it is.
 //!
 //! Everything a run reports is the same for any number of threads (positions, parents and the
 //! chosen counterexamples are all picked by a total order, not by which thread came first).
@@ -62,6 +63,13 @@ where
     /// relabelling of `state` that is the same for every member of the class.
     fn representative(&self, _state: &Self::State) -> Option<Self::State> {
         None
+    }
+
+    /// The fingerprint of `state`'s symmetry class, if the model has symmetry: the same for every
+    /// member of the class. By default the fingerprint of the representative; a model can
+    /// compute it without building that state, which is most of the cost of the reduction.
+    fn canonical_fingerprint(&self, state: &Self::State) -> Option<u64> {
+        self.representative(state).map(|r| fingerprint(&r))
     }
 
     /// Whether [`Searchable::representative`] reduces anything.
@@ -228,12 +236,13 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
         }
     }
 
-    /// Offers a state reached by `how`: kept for the next level unless seen.
-    fn offer(&mut self, fp: u64, how: Reached, state: S) {
+    /// Offers a state reached by `how`: kept for the next level unless seen. True when the
+    /// state is new (neither seen nor offered before).
+    fn offer(&mut self, fp: u64, how: Reached, state: S) -> bool {
         match self {
             Shard::Fingerprints { seen, next } => {
                 if seen.contains(&fp) {
-                    return;
+                    return false;
                 }
                 // The copy kept is the one reached first in FIFO order, not the first thread's:
                 // equal states can differ in layout (hash-map order), and their successors' order
@@ -243,13 +252,15 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
                     Some(_) => {}
                     None => {
                         next.insert(fp, (how, state));
+                        return true;
                     }
                 }
+                false
             }
             Shard::FullStates { seen, next } => {
                 let state = Whole(state);
                 if seen.contains(&state) {
-                    return;
+                    return false;
                 }
                 match next.get(&state) {
                     Some(&(_, kept)) if kept <= how => {}
@@ -259,8 +270,10 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
                     }
                     None => {
                         next.insert(state, (fp, how));
+                        return true;
                     }
                 }
+                false
             }
         }
     }
@@ -317,6 +330,9 @@ struct Level {
 struct Counters {
     generated: AtomicU64,
     unique: AtomicU64,
+    /// Distinct states found so far, counted as they are found (`unique` counts a breadth-first
+    /// level once it is closed): what progress reports.
+    found: AtomicU64,
     depth: AtomicUsize,
     stop: AtomicBool,
     /// The resident memory that passed `--max-memory`, once it did.
@@ -340,15 +356,25 @@ where
     let counters = Counters {
         generated: AtomicU64::new(0),
         unique: AtomicU64::new(0),
+        found: AtomicU64::new(0),
         depth: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         over_memory: AtomicU64::new(0),
     };
-    let canon = |s: M::State| -> M::State {
-        if symmetry {
-            model.representative(&s).unwrap_or(s)
-        } else {
-            s
+    // A state's key in the visited set, and the state to keep in the frontier. In fingerprint
+    // mode any member of a class will do, so the state is kept as reached and only its class's
+    // fingerprint is computed; full-state mode keeps representatives, to compare them whole.
+    let key = |s: M::State| -> (u64, M::State) {
+        match (symmetry, opts.visited) {
+            (false, _) => (fingerprint(&s), s),
+            (true, Visited::Fingerprints) => match model.canonical_fingerprint(&s) {
+                Some(fp) => (fp, s),
+                None => (fingerprint(&s), s),
+            },
+            (true, Visited::FullStates) => {
+                let r = model.representative(&s).unwrap_or(s);
+                (fingerprint(&r), r)
+            }
         }
     };
     let done = AtomicBool::new(false);
@@ -358,8 +384,8 @@ where
             scope.spawn(move || monitor(opts, counters, done, start));
         }
         let result = match opts.strategy {
-            Strategy::Bfs => bfs(model, opts, threads, &counters, &canon),
-            Strategy::Dfs => dfs(model, opts, &counters, &canon),
+            Strategy::Bfs => bfs(model, opts, threads, &counters, &key),
+            Strategy::Dfs => dfs(model, opts, &counters, &key),
         };
         done.store(true, Ordering::Relaxed);
         result
@@ -371,7 +397,7 @@ where
         .map(|(p, chain)| Found {
             name: p.name,
             expect: p.expect,
-            path: chain.map(|fps| rebuild(model, &fps, &canon)),
+            path: chain.map(|fps| rebuild(model, &fps, &key)),
         })
         .collect();
     let unique = counters.unique.load(Ordering::Relaxed);
@@ -432,13 +458,13 @@ fn bfs<M, F>(
     opts: &SearchOptions,
     threads: usize,
     counters: &Counters,
-    canon: &F,
+    key: &F,
 ) -> Result<(Chains, u64), Stop>
 where
     M: Searchable,
     M::State: Clone + Hash + PartialEq + Send + Sync,
     M::Action: Clone + PartialEq,
-    F: Fn(M::State) -> M::State + Sync,
+    F: Fn(M::State) -> (u64, M::State) + Sync,
 {
     let properties = model.search_properties();
     let shards: Vec<Mutex<Shard<M::State>>> = (0..SHARDS)
@@ -447,12 +473,14 @@ where
     // Level 0: the initial states.
     // Initial states in the model's order, as a one-thread FIFO search would take them.
     for (i, init) in model.init_states().into_iter().enumerate() {
-        let s = canon(init);
-        let fp = fingerprint(&s);
-        shards[shard_of(fp)]
+        let (fp, s) = key(init);
+        if shards[shard_of(fp)]
             .lock()
             .unwrap()
-            .offer(fp, (0, i as u32), s);
+            .offer(fp, (0, i as u32), s)
+        {
+            counters.found.fetch_add(1, Ordering::Relaxed);
+        }
     }
     let mut levels: Vec<Level> = Vec::new();
     // Each property's first witness: (level, position).
@@ -492,7 +520,7 @@ where
                     scope.spawn(|| {
                         let mut mine: Vec<Option<u32>> = vec![None; properties.len()];
                         let mut steps = Vec::new();
-                        let mut generated = 0u64;
+                        let (mut generated, mut found) = (0u64, 0u64);
                         const CHUNK: usize = 64;
                         loop {
                             if counters.stop.load(Ordering::Relaxed) {
@@ -516,17 +544,17 @@ where
                                         continue;
                                     }
                                     generated += 1;
-                                    let next = canon(next);
-                                    let fp = fingerprint(&next);
-                                    shards[shard_of(fp)].lock().unwrap().offer(
+                                    let (fp, next) = key(next);
+                                    found += u64::from(shards[shard_of(fp)].lock().unwrap().offer(
                                         fp,
                                         (pos, k as u32),
                                         next,
-                                    );
+                                    ));
                                 }
                             }
                             counters.generated.fetch_add(generated, Ordering::Relaxed);
-                            generated = 0;
+                            counters.found.fetch_add(found, Ordering::Relaxed);
+                            (generated, found) = (0, 0);
                             if counters.generated.load(Ordering::Relaxed) > opts.max_states {
                                 counters.stop.store(true, Ordering::Relaxed);
                             }
@@ -592,13 +620,13 @@ fn dfs<M, F>(
     model: &M,
     opts: &SearchOptions,
     counters: &Counters,
-    canon: &F,
+    key: &F,
 ) -> Result<(Chains, u64), Stop>
 where
     M: Searchable,
     M::State: Clone + Hash + PartialEq + Send + Sync,
     M::Action: Clone + PartialEq,
-    F: Fn(M::State) -> M::State + Sync,
+    F: Fn(M::State) -> (u64, M::State) + Sync,
 {
     let properties = model.search_properties();
     let mut seen_fp: HashSet<u64, ByFingerprint> = HashSet::default();
@@ -639,17 +667,16 @@ where
                 continue;
             }
             *generated += 1;
-            let next = canon(next);
-            todo.push((fingerprint(&next), next));
+            todo.push(key(next));
         }
         todo.reverse();
         stack.push(Frame { fp, todo });
     };
     for init in model.init_states() {
-        let s = canon(init);
-        let fp = fingerprint(&s);
+        let (fp, s) = key(init);
         if is_new(fp, &s) {
             counters.unique.fetch_add(1, Ordering::Relaxed);
+            counters.found.fetch_add(1, Ordering::Relaxed);
             visit(fp, s, &mut stack, &mut first, &mut generated);
         }
         while let Some(top) = stack.last_mut() {
@@ -661,6 +688,7 @@ where
                 continue;
             }
             counters.unique.fetch_add(1, Ordering::Relaxed);
+            counters.found.fetch_add(1, Ordering::Relaxed);
             visit(fp, s, &mut stack, &mut first, &mut generated);
             counters.depth.fetch_max(stack.len(), Ordering::Relaxed);
             if counters.unique.load(Ordering::Relaxed).is_multiple_of(4096) {
@@ -692,17 +720,17 @@ fn check_limits(opts: &SearchOptions, counters: &Counters) -> Result<(), Stop> {
 }
 
 /// Replays a chain of canonical fingerprints from the initial states into a path of real states.
-fn rebuild<M, F>(model: &M, chain: &[u64], canon: &F) -> Path<M::State, M::Action>
+fn rebuild<M, F>(model: &M, chain: &[u64], key: &F) -> Path<M::State, M::Action>
 where
     M: Searchable,
     M::State: Clone + Hash + PartialEq + Send + Sync,
     M::Action: Clone + PartialEq,
-    F: Fn(M::State) -> M::State,
+    F: Fn(M::State) -> (u64, M::State),
 {
     let init = model
         .init_states()
         .into_iter()
-        .find(|s| fingerprint(&canon(s.clone())) == chain[0])
+        .find(|s| key(s.clone()).0 == chain[0])
         .expect("the chain starts at an initial state");
     let mut state = init.clone();
     let mut actions = Vec::new();
@@ -711,7 +739,7 @@ where
         model.expand(&state, &mut steps);
         let (action, next) = steps
             .drain(..)
-            .find(|(_, next)| fingerprint(&canon(next.clone())) == want)
+            .find(|(_, next)| key(next.clone()).0 == want)
             .expect("every link of the chain is a step of the model");
         actions.push(action);
         state = next;
@@ -743,7 +771,7 @@ fn monitor(opts: &SearchOptions, counters: &Counters, done: &AtomicBool, start: 
         if start.elapsed() < Duration::from_secs(2) || last.0.elapsed() < Duration::from_secs(1) {
             continue;
         }
-        let unique = counters.unique.load(Ordering::Relaxed);
+        let unique = counters.found.load(Ordering::Relaxed);
         let rate = unique.saturating_sub(last.1) as f64 / last.0.elapsed().as_secs_f64();
         eprintln!(
             "  {label}: {unique} states, {:.0} k states/s, depth {}, {} MB, {:.0} s",
