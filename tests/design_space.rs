@@ -607,7 +607,7 @@ fn idempotency_key_carried_end_to_end_holds() {
 fn symmetry_representative_is_the_same_for_every_order_of_the_workers() {
     let d = design("lease-no-fencing");
     let world = models::lease_no_fencing::world(&d.defaults);
-    let representative = world.symmetry.unwrap();
+    let representative = world.symmetry.unwrap().representative;
     let path =
         check::shortest_path(&world, |s| !s.history.ledger.at_most_one_effect_per_order()).unwrap();
     let orders = [
