@@ -271,6 +271,15 @@ where
     fn canonical_fingerprint(&self, state: &State<A>) -> Option<u64> {
         self.world.canonical_fingerprint(state)
     }
+    fn pack(&self, state: &State<A>, out: &mut Vec<u8>) -> bool {
+        self.world.pack(state, out)
+    }
+    fn packs(&self) -> bool {
+        self.world.packs()
+    }
+    fn unpack(&self, bytes: &[u8]) -> State<A> {
+        self.world.unpack(bytes)
+    }
     fn has_symmetry(&self) -> bool {
         self.world.has_symmetry()
     }

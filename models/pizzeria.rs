@@ -7,7 +7,7 @@
 
 #[path = "pizzeria_symmetry.rs"]
 pub mod symmetry;
-pub use symmetry::{canonical_fingerprint, representative};
+pub use symmetry::{pack, representative, unpack};
 
 use super::world::{
     choice_key, pie_fingerprint, store_key, Faults, History, Message, Order, State, World,
@@ -685,9 +685,9 @@ impl PizzeriaCfg {
         if self.door == Door::PerHost {
             world
         } else {
-            world.with_symmetry_fingerprint(super::world::Symmetry {
+            world.with_symmetry_packed(super::world::Symmetry {
                 representative,
-                fingerprint: Some(canonical_fingerprint),
+                packing: Some(super::world::Packing { pack, unpack }),
             })
         }
     }

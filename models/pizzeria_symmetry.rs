@@ -287,7 +287,7 @@ impl Relabel {
             | u64::from(worker) << 16
             | u64::from(name(e.src)) << 24
             | u64::from(name(e.dst)) << 32
-            | (copies.min(0xFFFF) as u64) << 40
+            | (copies.min(0xFF) as u64) << 40
     }
     /// A memory's records, by new order.
     fn encode_memory(&self, m: &Memory, out: &mut Vec<u8>) {
@@ -322,6 +322,7 @@ impl Relabel {
         out: &mut Vec<u8>,
     ) {
         out.clear();
+        out.extend_from_slice(&[self.layout.orders as u8, self.layout.workers as u8]);
         let n = state.actor_states.len();
         let mut from = [0usize; MAX_ACTORS];
         for i in 0..n {
@@ -754,14 +755,227 @@ pub fn representative(state: &State<Pizzeria>) -> State<Pizzeria> {
     }
 }
 
-/// The fingerprint of `state`'s class: of its canonical form's encoding, without building the
-/// representative.
-pub fn canonical_fingerprint(state: &State<Pizzeria>) -> u64 {
+/// `state`'s class packed as bytes: its canonical form's encoding, made without building the
+/// representative. [`unpack`] rebuilds the representative from them.
+pub fn pack(state: &State<Pizzeria>, out: &mut Vec<u8>) {
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
         canonical(state, s);
-        fingerprint(&s.best[..])
+        out.clear();
+        out.extend_from_slice(&s.best);
     })
+}
+
+/// The fingerprint of `state`'s class, as the search computes it: of [`pack`]'s bytes.
+pub fn canonical_fingerprint(state: &State<Pizzeria>) -> u64 {
+    let mut bytes = Vec::new();
+    pack(state, &mut bytes);
+    fingerprint(&bytes[..])
+}
+
+/// Reads the encoding [`Relabel::encode`] writes.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn u8(&mut self) -> u8 {
+        let (&b, rest) = self.0.split_first().expect("a packed pizzeria state");
+        self.0 = rest;
+        b
+    }
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let (head, rest) = self.0.split_at(N);
+        self.0 = rest;
+        head.try_into().expect("N bytes")
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.bytes())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.bytes())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.bytes())
+    }
+    fn u48(&mut self) -> u64 {
+        let b: [u8; 6] = self.bytes();
+        let mut full = [0u8; 8];
+        full[..6].copy_from_slice(&b);
+        u64::from_le_bytes(full)
+    }
+    fn memory(&mut self) -> Memory {
+        let len = self.u8();
+        (0..len)
+            .map(|_| {
+                let order = self.u8();
+                assert_eq!(self.u8(), 1, "a house remembers its own pie's fingerprint");
+                let stage = match self.u8() {
+                    0 => crate::dedup::Stage::Completed {
+                        result: (),
+                        at: self.u64(),
+                    },
+                    _ => crate::dedup::Stage::InProgress {
+                        owner: self.u64(),
+                        lease_until: self.u64(),
+                    },
+                };
+                let record = Record {
+                    fingerprint: pie_fp(order),
+                    stage,
+                };
+                (order, record)
+            })
+            .collect()
+    }
+}
+
+/// The state [`pack`] packed: the representative of its class.
+pub fn unpack(bytes: &[u8]) -> State<Pizzeria> {
+    let mut r = Reader(bytes);
+    let orders = r.u8() as usize;
+    let workers = r.u8() as usize;
+    let first_house = 1 + workers;
+    let n = first_house + orders;
+    let set = |mask: u8| -> std::collections::BTreeSet<Order> {
+        (0..8).filter(|o| mask & 1 << o != 0).collect()
+    };
+    let mut actor_states = Vec::with_capacity(n);
+    let (mut crashed, mut timers_set, mut random_choices, mut actor_storages) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for i in 0..n {
+        crashed.push(r.u8() == 1);
+        actor_states.push(std::sync::Arc::new(if i == 0 {
+            PizzeriaState::Queue {
+                orders: (0..orders)
+                    .map(|_| match r.u8() {
+                        0 => Slot::Visible,
+                        1 => Slot::Gone,
+                        w => Slot::HandedOut {
+                            worker: Id::from(w as usize - 2),
+                        },
+                    })
+                    .collect(),
+            }
+        } else if i < first_house {
+            PizzeriaState::Worker {
+                baking: set(r.u8()),
+                awaiting: set(r.u8()),
+            }
+        } else {
+            let memory = r.memory();
+            let pending = (0..r.u8())
+                .map(|_| {
+                    let order = r.u8();
+                    (order, Id::from(r.u8() as usize))
+                })
+                .collect();
+            PizzeriaState::House {
+                memory,
+                pending,
+                now: r.u8(),
+            }
+        }));
+        let bits = r.u32();
+        let mut timers = Timers::new();
+        for o in 0..8 {
+            if bits & 1 << o != 0 {
+                timers.set(Timer::VisibilityTimeout { order: o });
+            }
+            if bits & 1 << (8 + o) != 0 {
+                timers.set(Timer::Baked { order: o });
+            }
+        }
+        if bits & 1 << 16 != 0 {
+            timers.set(Timer::HouseClock);
+        }
+        timers_set.push(timers);
+        let (keys, options) = (r.u8(), r.u32());
+        let mut choices = RandomChoices::default();
+        for o in (0..orders as Order).filter(|o| keys & 1 << o != 0) {
+            let handouts = (0..workers)
+                .filter(|w| options & 1 << (8 * u32::from(o) + *w as u32) != 0)
+                .map(|w| Handout {
+                    order: o,
+                    worker: Id::from(1 + w),
+                    worker_no: w,
+                })
+                .collect();
+            choices.insert(self::key(o).to_string(), handouts);
+        }
+        random_choices.push(choices);
+        actor_storages.push(match r.u8() {
+            0 => None,
+            _ => Some(r.memory()),
+        });
+    }
+    let mut network = Vec::new();
+    for _ in 0..r.u16() {
+        let c = r.u48();
+        let field = |shift: u32, bits: u32| ((c >> shift) & ((1 << bits) - 1)) as u8;
+        let order = field(4, 4);
+        let msg = match field(0, 4) {
+            0 => Msg::Task { order },
+            1 => Msg::Ack { order },
+            2 => Msg::AckConfirmed { order },
+            3 => Msg::AckRefused { order },
+            4 => Msg::Pie { order },
+            5 => Msg::Receipt {
+                order,
+                kept: field(8, 8) == 1,
+            },
+            _ => Msg::Note {
+                order,
+                worker: Id::from(field(16, 8) as usize),
+                then: match field(8, 8) {
+                    1 => Then::RecordAndKeep,
+                    2 => Then::Keep,
+                    _ => Then::Record,
+                },
+            },
+        };
+        let (src, dst) = (field(24, 8) as usize, field(32, 8) as usize);
+        for _ in 0..field(40, 8) {
+            network.push(Envelope {
+                src: Id::from(src),
+                dst: Id::from(dst),
+                msg: msg.clone(),
+            });
+        }
+    }
+    let mut ledger = crate::ledger::Ledger::new();
+    for _ in 0..r.u8() {
+        let c = r.u48();
+        let order = (c >> 32) as Order;
+        if c >> 40 == 0 {
+            ledger.place(c as Order);
+        } else {
+            ledger.record_effects(order, c as u32);
+        }
+    }
+    let [crashes, losses, stalls] = r.bytes();
+    assert!(
+        r.0.is_empty(),
+        "a packed pizzeria state has no bytes left over"
+    );
+    ActorModelState {
+        actor_states,
+        network: Network::new_unordered_nonduplicating(network),
+        timers_set,
+        random_choices,
+        crashed,
+        history: crate::models::world::History {
+            ledger,
+            used: crate::models::world::Faults {
+                crashes,
+                losses,
+                stalls,
+            },
+        },
+        actor_storages,
+    }
 }
 
 /// `state` with worker `w` renamed `workers[w]` and order `o` (with its house) `orders[o]`.

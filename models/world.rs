@@ -116,10 +116,38 @@ where
 {
     /// The representative of a state's class (kept in the full-state visited set).
     pub representative: RepresentativeFn<A>,
-    /// The class's fingerprint, computed without building the representative; `None`: the
-    /// fingerprint of the representative. Must give every member of a class the same value,
-    /// and distinct classes distinct values but for hash collisions.
-    pub fingerprint: Option<fn(&State<A>) -> u64>,
+    /// The class packed as bytes, made without building the representative, if the cast can:
+    /// the search then fingerprints the bytes and keeps them in its frontier instead of states.
+    pub packing: Option<Packing<A>>,
+}
+
+/// A cast's packing of a state's symmetry class as bytes.
+pub struct Packing<A: Actor>
+where
+    A::Msg: Ord,
+    A::Timer: Ord,
+{
+    /// Writes the class's bytes: the same for every member of a class, different for
+    /// different classes.
+    pub pack: fn(&State<A>, &mut Vec<u8>),
+    /// The representative of the class packed in the bytes.
+    pub unpack: fn(&[u8]) -> State<A>,
+}
+
+impl<A: Actor> Clone for Packing<A>
+where
+    A::Msg: Ord,
+    A::Timer: Ord,
+{
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A: Actor> Copy for Packing<A>
+where
+    A::Msg: Ord,
+    A::Timer: Ord,
+{
 }
 
 impl<A: Actor> Clone for Symmetry<A>
@@ -195,13 +223,13 @@ where
     pub fn with_symmetry(mut self, representative: RepresentativeFn<A>) -> Self {
         self.symmetry = Some(Symmetry {
             representative,
-            fingerprint: None,
+            packing: None,
         });
         self
     }
 
     /// The same world, checked with symmetry reduction as `symmetry` says.
-    pub fn with_symmetry_fingerprint(mut self, symmetry: Symmetry<A>) -> Self {
+    pub fn with_symmetry_packed(mut self, symmetry: Symmetry<A>) -> Self {
         self.symmetry = Some(symmetry);
         self
     }
@@ -470,10 +498,31 @@ where
 
     fn canonical_fingerprint(&self, state: &State<A>) -> Option<u64> {
         let s = self.symmetry?;
-        Some(match s.fingerprint {
-            Some(f) => f(state),
-            None => search::fingerprint(&(s.representative)(state)),
+        let mut bytes = Vec::new();
+        Some(if self.pack(state, &mut bytes) {
+            search::fingerprint(&bytes[..])
+        } else {
+            search::fingerprint(&(s.representative)(state))
         })
+    }
+
+    fn pack(&self, state: &State<A>, out: &mut Vec<u8>) -> bool {
+        match self.symmetry.and_then(|s| s.packing) {
+            Some(p) => {
+                (p.pack)(state, out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn packs(&self) -> bool {
+        self.symmetry.is_some_and(|s| s.packing.is_some())
+    }
+
+    fn unpack(&self, bytes: &[u8]) -> State<A> {
+        let packing = self.symmetry.and_then(|s| s.packing);
+        (packing.expect("unpack only where the world packs").unpack)(bytes)
     }
 
     fn has_symmetry(&self) -> bool {

@@ -256,12 +256,15 @@ fn symmetry_keeps_verdicts_and_story_lengths() {
     }
 }
 
-/// The pizzeria's representative is canonical: every relabelling of the workers and orders of a
-/// state has the same one (along a story of check-then-act at 2 orders × 2 workers, and of
+/// The pizzeria's representative and class fingerprint are canonical: every relabelling of the
+/// workers and orders of a state has the same ones, and the packed class unpacks to the
+/// representative (along a story of check-then-act at 2 orders × 2 workers, and of
 /// idempotent-house at 3 × 2: every permutation of both).
 #[test]
 fn pizzeria_representative_is_the_same_for_every_relabelling() {
-    use onepie::models::pizzeria::symmetry::{canonical_fingerprint, relabel, representative};
+    use onepie::models::pizzeria::symmetry::{
+        canonical_fingerprint, pack, relabel, representative, unpack,
+    };
     let perms = |n: usize| -> Vec<Vec<usize>> {
         let mut all = vec![vec![]];
         for k in 0..n {
@@ -306,6 +309,10 @@ fn pizzeria_representative_is_the_same_for_every_relabelling() {
             let class = canonical_fingerprint(&state);
             assert_eq!(representative(&canonical), canonical);
             assert_eq!(canonical_fingerprint(&canonical), class);
+            // Packed, the class unpacks to its representative.
+            let mut bytes = Vec::new();
+            pack(&state, &mut bytes);
+            assert_eq!(unpack(&bytes), canonical, "{name}");
             for wp in perms(p.workers as usize) {
                 for op in perms(p.orders as usize) {
                     let orders: Vec<u8> = op.iter().map(|&o| o as u8).collect();
@@ -327,4 +334,37 @@ fn pizzeria_representative_is_the_same_for_every_relabelling() {
         }
         assert!(checked >= 40, "{name}: {checked}");
     }
+}
+
+/// Packing is exact on every reachable state of every pizzeria design with symmetry, at its
+/// default size: the packed class unpacks to the representative, whose own packing is the same.
+#[test]
+fn pizzeria_packing_round_trips_on_every_reachable_state() {
+    use onepie::models::pizzeria::symmetry::{pack, representative, unpack};
+    let mut designs = 0;
+    for d in models::designs() {
+        let AnyWorld::Pizzeria(mut w) = (d.world)(&d.defaults) else {
+            continue;
+        };
+        if w.symmetry.is_none() {
+            continue;
+        }
+        w.symmetry = None;
+        let states = std::cell::Cell::new(0u64);
+        // A search for a state no run reaches visits every reachable one.
+        let none = models::check::shortest_path(&w, |s| {
+            let (mut bytes, mut again) = (Vec::new(), Vec::new());
+            pack(s, &mut bytes);
+            let rep = unpack(&bytes);
+            assert!(rep == representative(s), "{}: {s:?}", d.name);
+            pack(&rep, &mut again);
+            assert_eq!(bytes, again, "{}", d.name);
+            states.set(states.get() + 1);
+            false
+        });
+        assert!(none.is_none());
+        assert!(states.get() > 100, "{}: {}", d.name, states.get());
+        designs += 1;
+    }
+    assert!(designs >= 10, "{designs}");
 }

@@ -72,6 +72,25 @@ where
         self.representative(state).map(|r| fingerprint(&r))
     }
 
+    /// Packs `state`'s class as bytes into `out`, if the model can (see [`Searchable::packs`]):
+    /// the same bytes for every member of a class, and their [`fingerprint`] is
+    /// [`Searchable::canonical_fingerprint`]. False when it cannot.
+    fn pack(&self, _state: &Self::State, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    /// Whether the model packs states ([`Searchable::pack`]): breadth-first search in
+    /// fingerprint mode with symmetry then keeps its frontier as bytes, a small part of the
+    /// memory whole states take.
+    fn packs(&self) -> bool {
+        false
+    }
+
+    /// The representative of the class packed in `bytes`.
+    fn unpack(&self, _bytes: &[u8]) -> Self::State {
+        unreachable!("unpack is called only for models that pack")
+    }
+
     /// Whether [`Searchable::representative`] reduces anything.
     fn has_symmetry(&self) -> bool {
         false
@@ -203,12 +222,18 @@ fn shard_of(fp: u64) -> usize {
     (fp >> 56) as usize
 }
 
+/// A state as the frontier keeps it: whole, or packed by the model ([`Searchable::pack`]).
+enum Kept<S> {
+    Whole(Box<S>),
+    Packed(Box<[u8]>),
+}
+
 /// One shard of the visited set, and the states first reached in this shard at the current level
 /// (with the smallest parent position seen so far).
 enum Shard<S> {
     Fingerprints {
         seen: HashSet<u64, ByFingerprint>,
-        next: HashMap<u64, (Reached, S), ByFingerprint>,
+        next: HashMap<u64, (Reached, Kept<S>), ByFingerprint>,
     },
     FullStates {
         seen: HashSet<Whole<S>, ahash::RandomState>,
@@ -236,9 +261,9 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
         }
     }
 
-    /// Offers a state reached by `how`: kept for the next level unless seen. True when the
-    /// state is new (neither seen nor offered before).
-    fn offer(&mut self, fp: u64, how: Reached, state: S) -> bool {
+    /// Offers a state reached by `how` (made by `state` if it is kept): kept for the next level
+    /// unless seen. True when the state is new (neither seen nor offered before).
+    fn offer(&mut self, fp: u64, how: Reached, state: impl FnOnce() -> Kept<S>) -> bool {
         match self {
             Shard::Fingerprints { seen, next } => {
                 if seen.contains(&fp) {
@@ -248,17 +273,20 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
                 // equal states can differ in layout (hash-map order), and their successors' order
                 // with it.
                 match next.get_mut(&fp) {
-                    Some(kept) if how < kept.0 => *kept = (how, state),
+                    Some(kept) if how < kept.0 => *kept = (how, state()),
                     Some(_) => {}
                     None => {
-                        next.insert(fp, (how, state));
+                        next.insert(fp, (how, state()));
                         return true;
                     }
                 }
                 false
             }
             Shard::FullStates { seen, next } => {
-                let state = Whole(state);
+                let state = match state() {
+                    Kept::Whole(s) => Whole(*s),
+                    Kept::Packed(_) => unreachable!("full-state search keeps states whole"),
+                };
                 if seen.contains(&state) {
                     return false;
                 }
@@ -279,17 +307,19 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
     }
 
     /// Ends a level: the new states now count as seen.
-    fn drain(&mut self) -> Vec<(u64, Reached, S)> {
-        let out: Vec<(u64, Reached, S)> = match self {
+    fn drain(&mut self) -> Vec<(u64, Reached, Kept<S>)> {
+        let out: Vec<(u64, Reached, Kept<S>)> = match self {
             Shard::Fingerprints { seen, next } => {
                 seen.extend(next.keys().copied());
                 next.drain().map(|(fp, (p, s))| (fp, p, s)).collect()
             }
-            Shard::FullStates { seen, next } => {
-                let out: Vec<_> = next.drain().map(|(s, (fp, p))| (fp, p, s.0)).collect();
-                seen.extend(out.iter().map(|(_, _, s)| Whole(s.clone())));
-                out
-            }
+            Shard::FullStates { seen, next } => next
+                .drain()
+                .map(|(s, (fp, p))| {
+                    seen.insert(s.clone());
+                    (fp, p, Kept::Whole(Box::new(s.0)))
+                })
+                .collect(),
         };
         match self {
             Shard::Fingerprints { next, .. } => next.shrink_to_fit(),
@@ -384,7 +414,7 @@ where
             scope.spawn(move || monitor(opts, counters, done, start));
         }
         let result = match opts.strategy {
-            Strategy::Bfs => bfs(model, opts, threads, &counters, &key),
+            Strategy::Bfs => bfs(model, opts, threads, symmetry, &counters, &key),
             Strategy::Dfs => dfs(model, opts, &counters, &key),
         };
         done.store(true, Ordering::Relaxed);
@@ -457,6 +487,7 @@ fn bfs<M, F>(
     model: &M,
     opts: &SearchOptions,
     threads: usize,
+    symmetry: bool,
     counters: &Counters,
     key: &F,
 ) -> Result<(Chains, u64), Stop>
@@ -470,15 +501,31 @@ where
     let shards: Vec<Mutex<Shard<M::State>>> = (0..SHARDS)
         .map(|_| Mutex::new(Shard::new(opts.visited)))
         .collect();
+    // Packed frontiers hold the model's bytes for each class; the fingerprint is of the same
+    // bytes, which is what `key` computes for the class too (see `Searchable::pack`).
+    let packed = symmetry && opts.visited == Visited::Fingerprints && model.packs();
+    // Offers a reached state to its shard; true when it is new.
+    let offer = |state: M::State, how: Reached, buf: &mut Vec<u8>| -> bool {
+        if packed {
+            model.pack(&state, buf);
+            let fp = fingerprint(&buf[..]);
+            shards[shard_of(fp)]
+                .lock()
+                .unwrap()
+                .offer(fp, how, || Kept::Packed(buf.as_slice().into()))
+        } else {
+            let (fp, state) = key(state);
+            shards[shard_of(fp)]
+                .lock()
+                .unwrap()
+                .offer(fp, how, || Kept::Whole(Box::new(state)))
+        }
+    };
     // Level 0: the initial states.
     // Initial states in the model's order, as a one-thread FIFO search would take them.
+    let mut buf = Vec::new();
     for (i, init) in model.init_states().into_iter().enumerate() {
-        let (fp, s) = key(init);
-        if shards[shard_of(fp)]
-            .lock()
-            .unwrap()
-            .offer(fp, (0, i as u32), s)
-        {
+        if offer(init, (0, i as u32), &mut buf) {
             counters.found.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -487,12 +534,12 @@ where
     let mut first: Vec<Option<(usize, u32)>> = vec![None; properties.len()];
     loop {
         // Close the level just generated: it becomes the frontier.
-        let mut frontier: Vec<(u64, M::State)> = Vec::new();
+        let mut frontier: Vec<(u64, Kept<M::State>)> = Vec::new();
         let mut level = Level {
             fps: Vec::new(),
             parents: Vec::new(),
         };
-        let mut reached: Vec<(u64, Reached, M::State)> = Vec::new();
+        let mut reached: Vec<(u64, Reached, Kept<M::State>)> = Vec::new();
         for shard in &shards {
             reached.append(&mut shard.lock().unwrap().drain());
         }
@@ -520,6 +567,7 @@ where
                     scope.spawn(|| {
                         let mut mine: Vec<Option<u32>> = vec![None; properties.len()];
                         let mut steps = Vec::new();
+                        let mut buf = Vec::new();
                         let (mut generated, mut found) = (0u64, 0u64);
                         const CHUNK: usize = 64;
                         loop {
@@ -530,10 +578,18 @@ where
                             if from >= frontier.len() {
                                 break;
                             }
-                            for (pos, (_, state)) in
+                            for (pos, (_, kept)) in
                                 frontier.iter().enumerate().skip(from).take(CHUNK)
                             {
                                 let pos = pos as u32;
+                                let unpacked;
+                                let state = match kept {
+                                    Kept::Whole(s) => &**s,
+                                    Kept::Packed(bytes) => {
+                                        unpacked = model.unpack(bytes);
+                                        &unpacked
+                                    }
+                                };
                                 let quiet = model.expand(state, &mut steps);
                                 for hit in judge(model, &properties, state, quiet) {
                                     let m = &mut mine[hit];
@@ -544,12 +600,7 @@ where
                                         continue;
                                     }
                                     generated += 1;
-                                    let (fp, next) = key(next);
-                                    found += u64::from(shards[shard_of(fp)].lock().unwrap().offer(
-                                        fp,
-                                        (pos, k as u32),
-                                        next,
-                                    ));
+                                    found += u64::from(offer(next, (pos, k as u32), &mut buf));
                                 }
                             }
                             counters.generated.fetch_add(generated, Ordering::Relaxed);
