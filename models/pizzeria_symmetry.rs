@@ -65,33 +65,19 @@ impl Layout {
     }
 }
 
-/// The part an actor plays, without its name.
-#[derive(Hash)]
-enum Role {
-    Queue,
-    Worker,
-    House,
+/// splitmix64's finaliser: signatures and keys are sums of mixed parts (so the order a set is
+/// read in does not matter) and chains of them.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
-fn role(layout: &Layout, id: Id) -> Role {
-    match usize::from(id) {
-        0 => Role::Queue,
-        i if i < layout.first_house() => Role::Worker,
-        _ => Role::House,
-    }
-}
-
-/// A message with its order and worker names left out.
-fn shape(msg: &Msg) -> (u8, bool, Option<Then>) {
-    match *msg {
-        Msg::Task { .. } => (0, false, None),
-        Msg::Ack { .. } => (1, false, None),
-        Msg::AckConfirmed { .. } => (2, false, None),
-        Msg::AckRefused { .. } => (3, false, None),
-        Msg::Pie { .. } => (4, false, None),
-        Msg::Receipt { kept, .. } => (5, kept, None),
-        Msg::Note { then, .. } => (6, false, Some(then)),
-    }
+/// Parts hashed in order, as a tuple is.
+fn chain(parts: &[u64]) -> u64 {
+    parts.iter().fold(0x9e37_79b9_7f4a_7c15, |h, &p| mix(h ^ p))
 }
 
 fn sum<I: IntoIterator<Item = u64>>(hashes: I) -> u64 {
@@ -108,158 +94,298 @@ fn envelopes(network: &Network<Msg>) -> Vec<(&Envelope<Msg>, usize)> {
     }
 }
 
-/// Order `o`'s signature: everything about it, with workers and other orders unnamed.
-fn order_signature(
-    state: &State<Pizzeria>,
-    mail: &[(&Envelope<Msg>, usize)],
-    layout: &Layout,
-    o: Order,
-) -> u64 {
-    let house = layout.first_house() + o as usize;
-    let slot = match &*state.actor_states[0] {
-        PizzeriaState::Queue { orders } => match orders[o as usize] {
-            Slot::Visible => 0u8,
-            Slot::HandedOut { .. } => 1,
-            Slot::Gone => 2,
-        },
-        _ => 3,
-    };
-    let workers = (1..=layout.workers).map(|w| {
-        let (baking, awaiting) = match &*state.actor_states[w] {
-            PizzeriaState::Worker { baking, awaiting } => {
-                (baking.contains(&o), awaiting.contains(&o))
-            }
-            _ => (false, false),
-        };
-        let oven = state.timers_set[w]
-            .iter()
-            .any(|t| *t == Timer::Baked { order: o });
-        fingerprint(&(baking, awaiting, oven, state.crashed[w]))
-    });
-    let mail = mail
-        .iter()
-        .filter(|(e, _)| e.msg.order() == o)
-        .map(|(e, n)| fingerprint(&(role(layout, e.src), role(layout, e.dst), shape(&e.msg), n)));
-    let (memory, pending, now) = match &*state.actor_states[house] {
-        PizzeriaState::House {
-            memory,
-            pending,
-            now,
-        } => (
-            sum(memory.values().map(|r| fingerprint(&r.stage))),
-            pending.len(),
-            *now,
-        ),
-        _ => (0, 0, 0),
-    };
-    fingerprint(&(
-        slot,
-        state.timers_set[0]
-            .iter()
-            .any(|t| *t == Timer::VisibilityTimeout { order: o }),
-        state.random_choices[0].map.contains_key(key(o)),
-        sum(workers),
-        sum(mail),
-        (memory, pending, now),
-        state.crashed[house],
-        state.timers_set[house].iter().count(),
-        state.actor_storages[house]
-            .as_ref()
-            .map(|m| sum(m.values().map(|r| fingerprint(&r.stage)))),
-        state.history.ledger.effects_of(&o),
-    ))
+/// `bits` bits of `code` from `shift` on.
+fn field(code: u64, shift: u32, bits: u32) -> u64 {
+    (code >> shift) & ((1 << bits) - 1)
 }
 
-/// Worker `w`'s key (actor `1 + w`) once the orders have their new names in `r`: everything
-/// about the worker (its state, timers, whether it is down, the orders the queue handed it, the
-/// house steps pending for its pies, its mail) with other workers unnamed. Workers with equal
-/// keys are alike in everything, so the order they are put in does not change the encoding.
-fn worker_key(
-    state: &State<Pizzeria>,
-    mail: &[(&Envelope<Msg>, usize)],
-    r: &Relabel,
-    w: usize,
-) -> u64 {
-    let id = 1 + w;
-    let first_house = r.layout.first_house();
-    let own = match &*state.actor_states[id] {
-        PizzeriaState::Worker { baking, awaiting } => (r.mask(baking), r.mask(awaiting)),
-        _ => (0, 0),
+/// An envelope as a number, with the state's own names: its kind (4 bits), order (4), kept or
+/// second step (8), a note's worker (8), source (8), destination (8) and copies (8).
+fn envelope_code(e: &Envelope<Msg>, copies: usize) -> u64 {
+    let (kind, order, extra, worker) = match e.msg {
+        Msg::Task { order } => (0u64, order, 0u64, 0usize),
+        Msg::Ack { order } => (1, order, 0, 0),
+        Msg::AckConfirmed { order } => (2, order, 0, 0),
+        Msg::AckRefused { order } => (3, order, 0, 0),
+        Msg::Pie { order } => (4, order, 0, 0),
+        Msg::Receipt { order, kept } => (5, order, u64::from(kept), 0),
+        Msg::Note {
+            order,
+            worker,
+            then,
+        } => (6, order, 1 + then as u64, usize::from(worker)),
     };
-    let timers = state.timers_set[id]
-        .iter()
-        .fold(0u32, |m, t| m | r.timer_bit(t));
-    let handed = match &*state.actor_states[0] {
-        PizzeriaState::Queue { orders } => orders
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| matches!(s, Slot::HandedOut { worker } if usize::from(*worker) == id))
-            .fold(0u8, |m, (o, _)| m | 1 << r.order(o as Order)),
-        _ => 0,
-    };
-    let pending = sum((first_house..state.actor_states.len()).flat_map(|h| {
-        let pending: &[(Order, Id)] = match &*state.actor_states[h] {
-            PizzeriaState::House { pending, .. } => pending,
-            _ => &[],
+    kind | u64::from(order) << 4
+        | extra << 8
+        | (worker as u64) << 16
+        | (usize::from(e.src) as u64) << 24
+        | (usize::from(e.dst) as u64) << 32
+        | (copies.min(0xFF) as u64) << 40
+}
+const NOTE: u64 = 6;
+
+/// A state read once for its canonical form: what the signatures, keys and candidates look at
+/// again and again, in small arrays, with the state's own names.
+struct Flat<'a> {
+    state: &'a State<Pizzeria>,
+    layout: Layout,
+    /// Per order: 0 visible, 1 gone, 2 + worker number: handed out to that worker.
+    slot: [u8; 8],
+    /// Per actor: its timers as bits ([`Relabel::timers`]).
+    timers: [u32; MAX_ACTORS],
+    /// Per worker number: the orders it bakes, and awaits a confirmation for, as bit masks.
+    baking: [u8; 8],
+    awaiting: [u8; 8],
+    /// The queue's pending choices: the orders, and bit `8 × order + worker` per option.
+    choices: u8,
+    options: u32,
+    /// Per order: a hash of its house (memory, pending steps, clock, crash, timers, storage).
+    house: [u64; 8],
+    /// Per order: pies kept.
+    effects: [u32; 8],
+    /// Orders something is under way for: mail about them, handed out, held by a worker, a
+    /// house step pending. The others are inert.
+    busy: u8,
+    /// Every envelope's [`envelope_code`].
+    mail: Vec<u64>,
+}
+
+impl<'a> Flat<'a> {
+    fn read(state: &'a State<Pizzeria>, mut mail: Vec<u64>) -> Self {
+        let layout = Layout::of(state);
+        let n = state.actor_states.len();
+        assert!(
+            layout.orders <= 8 && layout.workers <= 8 && n <= MAX_ACTORS,
+            "the pizzeria's symmetry handles up to 8 orders, 8 workers and {MAX_ACTORS} actors"
+        );
+        let mut f = Flat {
+            state,
+            layout,
+            slot: [0; 8],
+            timers: [0; MAX_ACTORS],
+            baking: [0; 8],
+            awaiting: [0; 8],
+            choices: 0,
+            options: 0,
+            house: [0; 8],
+            effects: [0; 8],
+            busy: 0,
+            mail: Vec::new(),
         };
-        pending
+        let identity = Relabel::identity(layout);
+        for i in 0..n {
+            f.timers[i] = state.timers_set[i]
+                .iter()
+                .fold(0, |m, t| m | identity.timer_bit(t));
+            assert!(
+                i == 0 || state.random_choices[i].map.is_empty(),
+                "only the queue chooses"
+            );
+        }
+        if let PizzeriaState::Queue { orders } = &*state.actor_states[0] {
+            for (o, slot) in orders.iter().enumerate() {
+                f.slot[o] = match slot {
+                    Slot::Visible => 0,
+                    Slot::Gone => 1,
+                    Slot::HandedOut { worker } => {
+                        f.busy |= 1 << o;
+                        1 + usize::from(*worker) as u8
+                    }
+                };
+            }
+        }
+        for (k, handouts) in state.random_choices[0].map.iter() {
+            let o = (0..layout.orders as Order)
+                .find(|&o| self::key(o) == k)
+                .expect("a choice key");
+            f.choices |= 1 << o;
+            for h in handouts {
+                assert_eq!(h.order, o, "a choice of worker is for its own order");
+                f.options |= 1 << (8 * u32::from(o) + h.worker_no as u32);
+            }
+        }
+        for w in 0..layout.workers {
+            if let PizzeriaState::Worker { baking, awaiting } = &*state.actor_states[1 + w] {
+                f.baking[w] = identity.mask(baking);
+                f.awaiting[w] = identity.mask(awaiting);
+            }
+            f.busy |= f.baking[w] | f.awaiting[w] | (f.timers[1 + w] >> 8) as u8;
+        }
+        let stages = |m: &Memory| sum(m.values().map(|r| fingerprint(&r.stage)));
+        for o in 0..layout.orders {
+            let h = layout.first_house() + o;
+            let (memory, pending, now) = match &*state.actor_states[h] {
+                PizzeriaState::House {
+                    memory,
+                    pending,
+                    now,
+                } => {
+                    for &(p, _) in pending {
+                        f.busy |= 1 << p;
+                    }
+                    (stages(memory), pending.len() as u64, u64::from(*now))
+                }
+                _ => (0, 0, 0),
+            };
+            f.house[o] = chain(&[
+                memory,
+                pending,
+                now,
+                u64::from(state.crashed[h]),
+                u64::from(f.timers[h].count_ones()),
+                state.actor_storages[h]
+                    .as_ref()
+                    .map_or(0, |m| 1 ^ mix(stages(m))),
+            ]);
+            f.effects[o] = state.history.ledger.effects_of(&(o as Order));
+        }
+        mail.clear();
+        mail.extend(
+            envelopes(&state.network)
+                .into_iter()
+                .map(|(e, copies)| envelope_code(e, copies)),
+        );
+        for &c in &mail {
+            f.busy |= 1 << field(c, 4, 4);
+        }
+        f.mail = mail;
+        f
+    }
+
+    /// The part actor `i` plays: 0 the queue, 1 a worker, 2 a house.
+    fn role(&self, i: u64) -> u64 {
+        match i as usize {
+            0 => 0,
+            i if i < self.layout.first_house() => 1,
+            _ => 2,
+        }
+    }
+
+    /// Order `o`'s signature: everything about it, with workers and other orders unnamed.
+    fn order_signature(&self, o: usize) -> u64 {
+        let bit = 1u8 << o;
+        let has = |mask: u8| u64::from(mask & bit != 0);
+        let workers = sum((0..self.layout.workers).map(|w| {
+            let id = 1 + w;
+            mix(has(self.baking[w])
+                | has(self.awaiting[w]) << 1
+                | has((self.timers[id] >> 8) as u8) << 2
+                | u64::from(self.state.crashed[id]) << 3)
+        }));
+        let mail = sum(self
+            .mail
             .iter()
-            .filter(|(_, worker)| usize::from(*worker) == id)
-            .map(move |&(o, _)| fingerprint(&(r.slot(h), r.order(o))))
-    }));
-    // This worker, another worker, or the queue or a house by its new name.
-    let name = |x: Id| match usize::from(x) {
-        i if i == id => u8::MAX,
-        i if (1..first_house).contains(&i) => u8::MAX - 1,
-        i => r.slot(i) as u8,
-    };
-    let mail = sum(mail
-        .iter()
-        .filter(|(e, _)| {
-            usize::from(e.src) == id
-                || usize::from(e.dst) == id
-                || matches!(e.msg, Msg::Note { worker, .. } if usize::from(worker) == id)
-        })
-        .map(|(e, n)| r.envelope_code(e, *n, name)));
-    fingerprint(&(
-        own,
-        timers,
-        state.crashed[id],
-        state.actor_storages[id].is_some(),
-        handed,
-        pending,
-        mail,
-    ))
+            .filter(|&&c| field(c, 4, 4) as usize == o)
+            .map(|&c| {
+                mix(field(c, 0, 4)
+                    | field(c, 8, 8) << 4
+                    | self.role(field(c, 24, 8)) << 12
+                    | self.role(field(c, 32, 8)) << 14
+                    | field(c, 40, 8) << 16)
+            }));
+        chain(&[
+            u64::from(self.slot[o].min(2)),
+            u64::from(self.timers[0] >> o & 1),
+            u64::from(self.choices >> o & 1),
+            workers,
+            mail,
+            self.house[o],
+            u64::from(self.effects[o]),
+        ])
+    }
+
+    /// Worker `w`'s key (actor `1 + w`) once the orders have their new names in `r`:
+    /// everything about the worker (its state, timers, whether it is down, the orders the queue
+    /// handed it, the house steps pending for its pies, its mail) with other workers unnamed.
+    /// Workers with equal keys are alike in everything, so the order they are put in does not
+    /// change the encoding.
+    fn worker_key(&self, r: &Relabel, w: usize) -> u64 {
+        let id = 1 + w;
+        let (fh, n) = (self.layout.first_house(), self.state.actor_states.len());
+        let handed = (0..self.layout.orders)
+            .filter(|&o| self.slot[o] == 2 + w as u8)
+            .fold(0u64, |m, o| m | 1 << r.orders[o]);
+        let pending = sum((fh..n).flat_map(|h| {
+            let pending: &[(Order, Id)] = match &*self.state.actor_states[h] {
+                PizzeriaState::House { pending, .. } => pending,
+                _ => &[],
+            };
+            pending
+                .iter()
+                .filter(|(_, worker)| usize::from(*worker) == id)
+                .map(move |&(o, _)| mix((r.slot(h) as u64) << 8 | u64::from(r.order(o))))
+        }));
+        // This worker, another worker, or the queue or a house by its new name.
+        let name = |i: u64| match i as usize {
+            i if i == id => 0xFF,
+            i if (1..fh).contains(&i) => 0xFE,
+            i => r.slot(i) as u64,
+        };
+        let mail = sum(self
+            .mail
+            .iter()
+            .filter(|&&c| {
+                field(c, 24, 8) as usize == id
+                    || field(c, 32, 8) as usize == id
+                    || (field(c, 0, 4) == NOTE && field(c, 16, 8) as usize == id)
+            })
+            .map(|&c| mix(r.rename(c, name))));
+        chain(&[
+            u64::from(r.remap(self.baking[w])) | u64::from(r.remap(self.awaiting[w])) << 8,
+            u64::from(r.timers(self.timers[id])),
+            u64::from(self.state.crashed[id]),
+            u64::from(self.state.actor_storages[id].is_some()),
+            handed,
+            pending,
+            mail,
+        ])
+    }
 }
 
 /// A relabelling: worker `w` becomes `workers[w]`, order `o` (and its house) `orders[o]`.
+/// Entries past the layout's sizes stay as they are.
+#[derive(Clone, Copy)]
 struct Relabel {
     layout: Layout,
-    workers: Vec<usize>,
-    orders: Vec<Order>,
+    workers: [usize; 8],
+    orders: [Order; 8],
     /// The inverse of `orders`: the old order that goes to each place.
-    order_at: Vec<Order>,
+    order_at: [Order; 8],
 }
 
-impl Relabel {
-    fn is_identity(&self) -> bool {
-        self.workers.iter().enumerate().all(|(w, &to)| w == to)
-            && self
-                .orders
-                .iter()
-                .enumerate()
-                .all(|(o, &to)| o == to as usize)
-    }
+const IDENTITY: [Order; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
-    /// The old order that goes to place `p`.
-    fn order_at(&self, p: usize) -> Order {
-        self.order_at[p]
+impl Relabel {
+    fn identity(layout: Layout) -> Self {
+        Relabel {
+            layout,
+            workers: IDENTITY.map(usize::from),
+            orders: IDENTITY,
+            order_at: IDENTITY,
+        }
+    }
+    /// Orders `o` go to the places `to[o]`.
+    fn set_orders(&mut self, to: &[Order]) {
+        for (o, &p) in to.iter().enumerate() {
+            self.orders[o] = p;
+            self.order_at[p as usize] = o as Order;
+        }
+    }
+    fn is_identity(&self) -> bool {
+        self.workers == IDENTITY.map(usize::from) && self.orders == IDENTITY
     }
     /// A set of orders as a bit mask of their new names.
     fn mask<'b>(&self, orders: impl IntoIterator<Item = &'b Order>) -> u8 {
         orders.into_iter().fold(0, |m, &o| m | 1 << self.order(o))
     }
-    /// A timer as a bit, its order renamed.
+    /// A bit mask of orders, renamed.
+    fn remap(&self, mask: u8) -> u8 {
+        (0..8)
+            .filter(|o| mask & 1 << o != 0)
+            .fold(0, |m, o| m | 1 << self.orders[o])
+    }
+    /// A timer as a bit: visibility timeouts by order in bits 0–7, ovens in 8–15, the house
+    /// clock bit 16.
     fn timer_bit(&self, t: &Timer) -> u32 {
         match *t {
             Timer::VisibilityTimeout { order } => 1 << self.order(order),
@@ -267,33 +393,32 @@ impl Relabel {
             Timer::HouseClock => 1 << 16,
         }
     }
-    /// An envelope and its copies as a number: actors named by `name`, orders renamed.
-    fn envelope_code(&self, e: &Envelope<Msg>, copies: usize, name: impl Fn(Id) -> u8) -> u64 {
-        let (kind, order, extra, worker) = match e.msg {
-            Msg::Task { order } => (0u64, order, 0u64, 0u8),
-            Msg::Ack { order } => (1, order, 0, 0),
-            Msg::AckConfirmed { order } => (2, order, 0, 0),
-            Msg::AckRefused { order } => (3, order, 0, 0),
-            Msg::Pie { order } => (4, order, 0, 0),
-            Msg::Receipt { order, kept } => (5, order, u64::from(kept), 0),
-            Msg::Note {
-                order,
-                worker,
-                then,
-            } => (6, order, 1 + then as u64, name(worker)),
+    /// Timer bits, renamed.
+    fn timers(&self, bits: u32) -> u32 {
+        u32::from(self.remap(bits as u8))
+            | u32::from(self.remap((bits >> 8) as u8)) << 8
+            | bits & 1 << 16
+    }
+    /// An [`envelope_code`] with orders renamed and actors named by `name`.
+    fn rename(&self, c: u64, name: impl Fn(u64) -> u64) -> u64 {
+        let kind = field(c, 0, 4);
+        let worker = if kind == NOTE {
+            name(field(c, 16, 8))
+        } else {
+            0
         };
-        kind | u64::from(self.order(order)) << 4
-            | extra << 8
-            | u64::from(worker) << 16
-            | u64::from(name(e.src)) << 24
-            | u64::from(name(e.dst)) << 32
-            | (copies.min(0xFF) as u64) << 40
+        kind | u64::from(self.orders[field(c, 4, 4) as usize]) << 4
+            | field(c, 8, 8) << 8
+            | worker << 16
+            | name(field(c, 24, 8)) << 24
+            | name(field(c, 32, 8)) << 32
+            | field(c, 40, 8) << 40
     }
     /// A memory's records, by new order.
     fn encode_memory(&self, m: &Memory, out: &mut Vec<u8>) {
         out.push(m.len() as u8);
         for p in 0..self.layout.orders {
-            let o = self.order_at(p);
+            let o = self.order_at[p];
             let Some(r) = m.get(&o) else { continue };
             out.push(p as u8);
             out.push(u8::from(r.fingerprint == pie_fp(o)));
@@ -312,15 +437,11 @@ impl Relabel {
     }
 
     /// The relabelled state as bytes, without building it: equal bytes exactly when the
-    /// relabelled states are equal (given the cast's invariants: a house remembers only orders
-    /// that exist, with their own pie's fingerprint; every choice of worker is for its order).
-    fn encode(
-        &self,
-        state: &State<Pizzeria>,
-        mail: &[(&Envelope<Msg>, usize)],
-        codes: &mut Vec<u64>,
-        out: &mut Vec<u8>,
-    ) {
+    /// relabelled states are equal (given the cast's invariants, checked as it is read: a
+    /// house remembers only orders that exist, with their own pie's fingerprint; only the
+    /// queue chooses, each choice of worker for its own order). [`unpack`] reads them.
+    fn encode(&self, f: &Flat, codes: &mut Vec<u64>, out: &mut Vec<u8>) {
+        let state = f.state;
         out.clear();
         out.extend_from_slice(&[self.layout.orders as u8, self.layout.workers as u8]);
         let n = state.actor_states.len();
@@ -328,22 +449,21 @@ impl Relabel {
         for i in 0..n {
             from[self.slot(i)] = i;
         }
-        let worker = |id: Id| self.id(id);
         for &i in &from[..n] {
             out.push(u8::from(state.crashed[i]));
             match &*state.actor_states[i] {
-                PizzeriaState::Queue { orders } => {
-                    for p in 0..orders.len() {
-                        out.push(match orders[self.order_at(p) as usize] {
-                            Slot::Visible => 0,
-                            Slot::Gone => 1,
-                            Slot::HandedOut { worker: w } => 2 + usize::from(worker(w)) as u8,
+                PizzeriaState::Queue { .. } => {
+                    for p in 0..self.layout.orders {
+                        out.push(match f.slot[self.order_at[p] as usize] {
+                            s @ (0 | 1) => s,
+                            // 2 + the new actor id of the worker.
+                            s => 3 + self.workers[s as usize - 2] as u8,
                         });
                     }
                 }
-                PizzeriaState::Worker { baking, awaiting } => {
-                    out.push(self.mask(baking));
-                    out.push(self.mask(awaiting));
+                PizzeriaState::Worker { .. } => {
+                    out.push(self.remap(f.baking[i - 1]));
+                    out.push(self.remap(f.awaiting[i - 1]));
                 }
                 PizzeriaState::House {
                     memory,
@@ -353,7 +473,7 @@ impl Relabel {
                     self.encode_memory(memory, out);
                     codes.clear();
                     codes.extend(pending.iter().map(|&(o, w)| {
-                        u64::from(self.order(o)) << 8 | usize::from(worker(w)) as u64
+                        u64::from(self.order(o)) << 8 | usize::from(self.id(w)) as u64
                     }));
                     codes.sort_unstable();
                     out.push(codes.len() as u8);
@@ -361,23 +481,18 @@ impl Relabel {
                     out.push(*now);
                 }
             }
-            let timers = state.timers_set[i]
-                .iter()
-                .fold(0u32, |m, t| m | self.timer_bit(t));
-            out.extend_from_slice(&timers.to_le_bytes());
-            let (mut keys, mut options) = (0u8, 0u32);
-            for (k, handouts) in state.random_choices[i].map.iter() {
-                let o = (0..self.layout.orders as Order)
-                    .find(|&o| self::key(o) == k)
-                    .expect("a choice key");
-                keys |= 1 << self.order(o);
-                for h in handouts {
-                    options |= 1
-                        << (8 * u32::from(self.order(h.order)) + self.workers[h.worker_no] as u32);
-                }
+            out.extend_from_slice(&self.timers(f.timers[i]).to_le_bytes());
+            if i == 0 {
+                out.push(self.remap(f.choices));
+                let options = (0..32)
+                    .filter(|k| f.options & 1 << k != 0)
+                    .fold(0u32, |m, k| {
+                        m | 1 << (8 * u32::from(self.orders[k / 8]) + self.workers[k % 8] as u32)
+                    });
+                out.extend_from_slice(&options.to_le_bytes());
+            } else {
+                out.extend_from_slice(&[0; 5]);
             }
-            out.push(keys);
-            out.extend_from_slice(&options.to_le_bytes());
             match &state.actor_storages[i] {
                 None => out.push(0),
                 Some(m) => {
@@ -387,9 +502,11 @@ impl Relabel {
             }
         }
         codes.clear();
-        codes.extend(mail.iter().map(|(e, copies)| {
-            self.envelope_code(e, *copies, |id| self.slot(usize::from(id)) as u8)
-        }));
+        codes.extend(
+            f.mail
+                .iter()
+                .map(|&c| self.rename(c, |i| self.slot(i as usize) as u64)),
+        );
         codes.sort_unstable();
         out.extend_from_slice(&(codes.len() as u16).to_le_bytes());
         for c in codes.iter() {
@@ -627,42 +744,6 @@ impl Relabel {
     }
 }
 
-/// Which orders are inert: nothing in flight about them, no worker holding them, no house step
-/// pending for them. Two inert orders with the same signature are alike in everything, and
-/// nothing else names them, so swapping them changes nothing.
-fn inert_orders(
-    state: &State<Pizzeria>,
-    mail: &[(&Envelope<Msg>, usize)],
-    layout: &Layout,
-) -> Vec<bool> {
-    let mut orders = vec![true; layout.orders];
-    for (e, _) in mail {
-        orders[e.msg.order() as usize] = false;
-    }
-    for s in state.actor_states.iter() {
-        match &**s {
-            PizzeriaState::Queue { orders: slots } => {
-                for (o, slot) in slots.iter().enumerate() {
-                    if let Slot::HandedOut { .. } = slot {
-                        orders[o] = false;
-                    }
-                }
-            }
-            PizzeriaState::Worker { baking, awaiting } => {
-                for &o in baking.iter().chain(awaiting) {
-                    orders[o as usize] = false;
-                }
-            }
-            PizzeriaState::House { pending, .. } => {
-                for &(o, _) in pending {
-                    orders[o as usize] = false;
-                }
-            }
-        }
-    }
-    orders
-}
-
 /// The members of a group sorted by signature, as runs of equal signatures.
 fn runs(sigs: &[u64]) -> Vec<Vec<usize>> {
     let mut members: Vec<usize> = (0..sigs.len()).collect();
@@ -677,15 +758,6 @@ fn runs(sigs: &[u64]) -> Vec<Vec<usize>> {
     out
 }
 
-/// `arranged[k]` is the member that goes to place `k`; returns where each member goes.
-fn places(arranged: &[usize]) -> Vec<usize> {
-    let mut to = vec![0; arranged.len()];
-    for (k, &m) in arranged.iter().enumerate() {
-        to[m] = k;
-    }
-    to
-}
-
 /// Buffers the canonical form is built in, kept per thread: the search asks for it millions of
 /// times, and allocating them each time was a large part of its cost.
 #[derive(Default)]
@@ -693,6 +765,7 @@ struct Scratch {
     best: Vec<u8>,
     candidate: Vec<u8>,
     codes: Vec<u64>,
+    mail: Vec<u64>,
 }
 
 thread_local! {
@@ -705,43 +778,51 @@ thread_local! {
 /// workers are sorted by their keys under those order names (ties are workers alike in
 /// everything). The candidate with the least encoding wins.
 fn canonical(state: &State<Pizzeria>, scratch: &mut Scratch) -> Relabel {
-    let layout = Layout::of(state);
-    assert!(
-        layout.orders <= 8 && 1 + layout.workers + layout.orders <= MAX_ACTORS,
-        "the pizzeria's symmetry encodes up to 8 orders and {MAX_ACTORS} actors"
-    );
-    let mail = envelopes(&state.network);
-    let order_sigs: Vec<u64> = (0..layout.orders as Order)
-        .map(|o| order_signature(state, &mail, &layout, o))
-        .collect();
-    let runs = runs(&order_sigs);
-    // Most states have no ties to try, or only ties of inert orders.
-    let order_choices = if runs.iter().all(|run| run.len() == 1) {
-        vec![runs.concat()]
+    let f = Flat::read(state, std::mem::take(&mut scratch.mail));
+    let layout = f.layout;
+    let (orders, workers) = (layout.orders, layout.workers);
+    let mut sigs = [0u64; 8];
+    for (o, sig) in sigs.iter_mut().enumerate().take(orders) {
+        *sig = f.order_signature(o);
+    }
+    let mut sorted = IDENTITY.map(usize::from);
+    sorted[..orders].sort_unstable_by_key(|&o| sigs[o]);
+    let tied = sorted[..orders]
+        .windows(2)
+        .any(|p| sigs[p[0]] == sigs[p[1]] && (f.busy >> p[0] & 1 == 1 || f.busy >> p[1] & 1 == 1));
+    // Most states have no ties to try, or only ties of inert orders (alike in everything).
+    let order_choices = if tied {
+        arrangements(
+            &runs(&sigs[..orders]),
+            |run| run.iter().all(|&o| f.busy >> o & 1 == 0),
+            MAX_CANDIDATES,
+        )
     } else {
-        let inert = inert_orders(state, &mail, &layout);
-        arrangements(&runs, |run| run.iter().all(|&o| inert[o]), MAX_CANDIDATES)
+        vec![sorted[..orders].to_vec()]
     };
     let mut best: Option<Relabel> = None;
-    for oa in &order_choices {
-        let mut r = Relabel {
-            layout,
-            workers: (0..layout.workers).collect(),
-            orders: places(oa).into_iter().map(|p| p as Order).collect(),
-            order_at: oa.iter().map(|&o| o as Order).collect(),
-        };
-        let keys: Vec<u64> = (0..layout.workers)
-            .map(|w| worker_key(state, &mail, &r, w))
-            .collect();
-        let mut wa: Vec<usize> = (0..layout.workers).collect();
-        wa.sort_by_key(|&w| keys[w]);
-        r.workers = places(&wa);
-        r.encode(state, &mail, &mut scratch.codes, &mut scratch.candidate);
+    for arranged in &order_choices {
+        let mut r = Relabel::identity(layout);
+        for (p, &o) in arranged.iter().enumerate() {
+            r.orders[o] = p as Order;
+            r.order_at[p] = o as Order;
+        }
+        let mut keys = [0u64; 8];
+        for (w, key) in keys.iter_mut().enumerate().take(workers) {
+            *key = f.worker_key(&r, w);
+        }
+        let mut by_key = IDENTITY.map(usize::from);
+        by_key[..workers].sort_unstable_by_key(|&w| keys[w]);
+        for (k, &w) in by_key[..workers].iter().enumerate() {
+            r.workers[w] = k;
+        }
+        r.encode(&f, &mut scratch.codes, &mut scratch.candidate);
         if best.is_none() || scratch.candidate < scratch.best {
             std::mem::swap(&mut scratch.best, &mut scratch.candidate);
             best = Some(r);
         }
     }
+    scratch.mail = f.mail;
     best.expect("at least one arrangement")
 }
 
@@ -980,16 +1061,8 @@ pub fn unpack(bytes: &[u8]) -> State<Pizzeria> {
 
 /// `state` with worker `w` renamed `workers[w]` and order `o` (with its house) `orders[o]`.
 pub fn relabel(state: &State<Pizzeria>, workers: &[usize], orders: &[Order]) -> State<Pizzeria> {
-    let layout = Layout::of(state);
-    let mut order_at = vec![0; orders.len()];
-    for (o, &to) in orders.iter().enumerate() {
-        order_at[to as usize] = o as Order;
-    }
-    Relabel {
-        layout,
-        workers: workers.to_vec(),
-        orders: orders.to_vec(),
-        order_at,
-    }
-    .apply(state)
+    let mut r = Relabel::identity(Layout::of(state));
+    r.workers[..workers.len()].copy_from_slice(workers);
+    r.set_orders(orders);
+    r.apply(state)
 }
