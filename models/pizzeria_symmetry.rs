@@ -148,10 +148,31 @@ struct Flat<'a> {
     busy: u8,
     /// Every envelope's [`envelope_code`].
     mail: Vec<u64>,
+    /// For each envelope, the workers (by number, as bits) it is from, to or about.
+    involves: Vec<u8>,
+    /// Every house step pending: (the house's actor id, the order, the worker's number).
+    pending: Vec<(u8, Order, u8)>,
+}
+
+/// Buffers a [`Flat`] keeps its lists in, handed back and forth so that reading a state
+/// allocates nothing.
+#[derive(Default)]
+struct Lists {
+    mail: Vec<u64>,
+    involves: Vec<u8>,
+    pending: Vec<(u8, Order, u8)>,
 }
 
 impl<'a> Flat<'a> {
-    fn read(state: &'a State<Pizzeria>, mut mail: Vec<u64>) -> Self {
+    fn read(state: &'a State<Pizzeria>, lists: Lists) -> Self {
+        let Lists {
+            mut mail,
+            mut involves,
+            mut pending,
+        } = lists;
+        mail.clear();
+        involves.clear();
+        pending.clear();
         let layout = Layout::of(state);
         let n = state.actor_states.len();
         assert!(
@@ -171,6 +192,8 @@ impl<'a> Flat<'a> {
             effects: [0; 8],
             busy: 0,
             mail: Vec::new(),
+            involves: Vec::new(),
+            pending: Vec::new(),
         };
         let identity = Relabel::identity(layout);
         for i in 0..n {
@@ -214,22 +237,23 @@ impl<'a> Flat<'a> {
         let stages = |m: &Memory| sum(m.values().map(|r| fingerprint(&r.stage)));
         for o in 0..layout.orders {
             let h = layout.first_house() + o;
-            let (memory, pending, now) = match &*state.actor_states[h] {
+            let (memory, steps, now) = match &*state.actor_states[h] {
                 PizzeriaState::House {
                     memory,
-                    pending,
+                    pending: steps,
                     now,
                 } => {
-                    for &(p, _) in pending {
+                    for &(p, w) in steps {
                         f.busy |= 1 << p;
+                        pending.push((h as u8, p, (usize::from(w) - 1) as u8));
                     }
-                    (stages(memory), pending.len() as u64, u64::from(*now))
+                    (stages(memory), steps.len() as u64, u64::from(*now))
                 }
                 _ => (0, 0, 0),
             };
             f.house[o] = chain(&[
                 memory,
-                pending,
+                steps,
                 now,
                 u64::from(state.crashed[h]),
                 u64::from(f.timers[h].count_ones()),
@@ -239,17 +263,36 @@ impl<'a> Flat<'a> {
             ]);
             f.effects[o] = state.history.ledger.effects_of(&(o as Order));
         }
-        mail.clear();
-        mail.extend(
-            envelopes(&state.network)
-                .into_iter()
-                .map(|(e, copies)| envelope_code(e, copies)),
-        );
-        for &c in &mail {
+        let Network::UnorderedNonDuplicating(multiset) = &state.network else {
+            unreachable!("the pizzeria uses an unordered, non-duplicating network")
+        };
+        let fh = layout.first_house();
+        let worker_bit = |i: u64| match i as usize {
+            i if (1..fh).contains(&i) => 1 << (i - 1),
+            _ => 0,
+        };
+        for (e, &copies) in multiset.iter() {
+            let c = envelope_code(e, copies);
             f.busy |= 1 << field(c, 4, 4);
+            let note = if field(c, 0, 4) == NOTE {
+                worker_bit(field(c, 16, 8))
+            } else {
+                0
+            };
+            mail.push(c);
+            involves.push(worker_bit(field(c, 24, 8)) | worker_bit(field(c, 32, 8)) | note);
         }
-        f.mail = mail;
+        (f.mail, f.involves, f.pending) = (mail, involves, pending);
         f
+    }
+
+    /// The lists, for the next state.
+    fn lists(self) -> Lists {
+        Lists {
+            mail: self.mail,
+            involves: self.involves,
+            pending: self.pending,
+        }
     }
 
     /// The part actor `i` plays: 0 the queue, 1 a worker, 2 a house.
@@ -301,20 +344,15 @@ impl<'a> Flat<'a> {
     /// change the encoding.
     fn worker_key(&self, r: &Relabel, w: usize) -> u64 {
         let id = 1 + w;
-        let (fh, n) = (self.layout.first_house(), self.state.actor_states.len());
+        let fh = self.layout.first_house();
         let handed = (0..self.layout.orders)
             .filter(|&o| self.slot[o] == 2 + w as u8)
             .fold(0u64, |m, o| m | 1 << r.orders[o]);
-        let pending = sum((fh..n).flat_map(|h| {
-            let pending: &[(Order, Id)] = match &*self.state.actor_states[h] {
-                PizzeriaState::House { pending, .. } => pending,
-                _ => &[],
-            };
-            pending
-                .iter()
-                .filter(|(_, worker)| usize::from(*worker) == id)
-                .map(move |&(o, _)| mix((r.slot(h) as u64) << 8 | u64::from(r.order(o))))
-        }));
+        let pending = sum(self
+            .pending
+            .iter()
+            .filter(|&&(_, _, worker)| usize::from(worker) == w)
+            .map(|&(h, o, _)| mix((r.slot(h.into()) as u64) << 8 | u64::from(r.order(o)))));
         // This worker, another worker, or the queue or a house by its new name.
         let name = |i: u64| match i as usize {
             i if i == id => 0xFF,
@@ -324,12 +362,9 @@ impl<'a> Flat<'a> {
         let mail = sum(self
             .mail
             .iter()
-            .filter(|&&c| {
-                field(c, 24, 8) as usize == id
-                    || field(c, 32, 8) as usize == id
-                    || (field(c, 0, 4) == NOTE && field(c, 16, 8) as usize == id)
-            })
-            .map(|&c| mix(r.rename(c, name))));
+            .zip(&self.involves)
+            .filter(|&(_, &involves)| involves & 1 << w != 0)
+            .map(|(&c, _)| mix(r.rename(c, name))));
         chain(&[
             u64::from(r.remap(self.baking[w])) | u64::from(r.remap(self.awaiting[w])) << 8,
             u64::from(r.timers(self.timers[id])),
@@ -379,10 +414,13 @@ impl Relabel {
         orders.into_iter().fold(0, |m, &o| m | 1 << self.order(o))
     }
     /// A bit mask of orders, renamed.
-    fn remap(&self, mask: u8) -> u8 {
-        (0..8)
-            .filter(|o| mask & 1 << o != 0)
-            .fold(0, |m, o| m | 1 << self.orders[o])
+    fn remap(&self, mut mask: u8) -> u8 {
+        let mut out = 0;
+        while mask != 0 {
+            out |= 1 << self.orders[mask.trailing_zeros() as usize];
+            mask &= mask - 1;
+        }
+        out
     }
     /// A timer as a bit: visibility timeouts by order in bits 0–7, ovens in 8–15, the house
     /// clock bit 16.
@@ -758,6 +796,39 @@ fn runs(sigs: &[u64]) -> Vec<Vec<usize>> {
     out
 }
 
+/// Every arrangement of `n` ≤ 4 orders, made once: a tie is broken by trying those that keep
+/// the signatures in order, without allocating. `None` for more orders.
+fn permutations(n: usize) -> Option<&'static [[u8; 4]]> {
+    static TABLES: OnceLock<Vec<Vec<[u8; 4]>>> = OnceLock::new();
+    let tables = TABLES.get_or_init(|| {
+        (0..=4usize)
+            .map(|n| {
+                let mut all: Vec<Vec<u8>> = vec![Vec::new()];
+                for k in 0..n as u8 {
+                    all = all
+                        .into_iter()
+                        .flat_map(|p| {
+                            (0..=p.len()).map(move |i| {
+                                let mut q = p.clone();
+                                q.insert(i, k);
+                                q
+                            })
+                        })
+                        .collect();
+                }
+                all.into_iter()
+                    .map(|p| {
+                        let mut a = [0u8; 4];
+                        a[..n].copy_from_slice(&p);
+                        a
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    tables.get(n).map(Vec::as_slice)
+}
+
 /// Buffers the canonical form is built in, kept per thread: the search asks for it millions of
 /// times, and allocating them each time was a large part of its cost.
 #[derive(Default)]
@@ -765,7 +836,7 @@ struct Scratch {
     best: Vec<u8>,
     candidate: Vec<u8>,
     codes: Vec<u64>,
-    mail: Vec<u64>,
+    lists: Lists,
 }
 
 thread_local! {
@@ -778,7 +849,7 @@ thread_local! {
 /// workers are sorted by their keys under those order names (ties are workers alike in
 /// everything). The candidate with the least encoding wins.
 fn canonical(state: &State<Pizzeria>, scratch: &mut Scratch) -> Relabel {
-    let f = Flat::read(state, std::mem::take(&mut scratch.mail));
+    let f = Flat::read(state, std::mem::take(&mut scratch.lists));
     let layout = f.layout;
     let (orders, workers) = (layout.orders, layout.workers);
     let mut sigs = [0u64; 8];
@@ -790,18 +861,8 @@ fn canonical(state: &State<Pizzeria>, scratch: &mut Scratch) -> Relabel {
     let tied = sorted[..orders]
         .windows(2)
         .any(|p| sigs[p[0]] == sigs[p[1]] && (f.busy >> p[0] & 1 == 1 || f.busy >> p[1] & 1 == 1));
-    // Most states have no ties to try, or only ties of inert orders (alike in everything).
-    let order_choices = if tied {
-        arrangements(
-            &runs(&sigs[..orders]),
-            |run| run.iter().all(|&o| f.busy >> o & 1 == 0),
-            MAX_CANDIDATES,
-        )
-    } else {
-        vec![sorted[..orders].to_vec()]
-    };
     let mut best: Option<Relabel> = None;
-    for arranged in &order_choices {
+    let mut consider = |arranged: &[usize]| {
         let mut r = Relabel::identity(layout);
         for (p, &o) in arranged.iter().enumerate() {
             r.orders[o] = p as Order;
@@ -821,8 +882,34 @@ fn canonical(state: &State<Pizzeria>, scratch: &mut Scratch) -> Relabel {
             std::mem::swap(&mut scratch.best, &mut scratch.candidate);
             best = Some(r);
         }
+    };
+    let inert = |o: usize| f.busy >> o & 1 == 0;
+    if !tied {
+        // Most states: no ties to try, or only ties of inert orders (alike in everything).
+        consider(&sorted[..orders]);
+    } else if let Some(table) = permutations(orders) {
+        // Every arrangement that keeps the signatures in order, inert equals in one order.
+        for perm in table {
+            let arranged = perm.map(usize::from);
+            let arranged = &arranged[..orders];
+            let admissible = arranged.windows(2).all(|p| {
+                let (a, b) = (p[0], p[1]);
+                sigs[a] < sigs[b] || (sigs[a] == sigs[b] && !(inert(a) && inert(b) && a > b))
+            });
+            if admissible {
+                consider(arranged);
+            }
+        }
+    } else {
+        for arranged in arrangements(
+            &runs(&sigs[..orders]),
+            |run| run.iter().all(|&o| inert(o)),
+            MAX_CANDIDATES,
+        ) {
+            consider(&arranged);
+        }
     }
-    scratch.mail = f.mail;
+    scratch.lists = f.lists();
     best.expect("at least one arrangement")
 }
 
