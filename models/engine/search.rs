@@ -7,11 +7,13 @@
 //! # How a run is laid out
 //! Level `d` holds the states first reached after `d` steps, in the order a one-thread FIFO
 //! search would first reach them: by (parent's position, action's index), the smallest such pair
-//! whichever thread got there first. Each level is kept as two arrays: the states' fingerprints
-//! and, for each, the position of its parent in level `d − 1`. That is 12 bytes a state, plus the visited set;
-//! the states themselves live only in the frontier. A path is rebuilt like TLC's: walk the parent
-//! positions back to level 0, then replay forward from the initial state, at each step taking
-//! the first successor whose (canonical) fingerprint is the next one on the chain. With symmetry
+//! whichever thread got there first. Each level is kept as two arrays: for each state, the
+//! position of its parent in level `d − 1` and which of the parent's steps reached it. That is 8
+//! bytes a state, plus the visited set; the states themselves live only in the frontier. A path
+//! is rebuilt like TLC's: walk the parent positions back to level 0, replay the steps from the
+//! initial state for the (canonical) fingerprint of each state on the chain, then replay
+//! forward again from the real initial state, at each step taking the first successor whose
+//! fingerprint is the next one on the chain. With symmetry
 //! reduction the visited set holds each class's fingerprint and the frontier the member of the
 //! class reached first (a representative, in full-state mode); the replayed path follows real
 //! states, so it replays in Stateright's explorer as it is.
@@ -350,10 +352,12 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
 /// the step among the parent's steps. Unique per state, so it orders a level totally.
 type Reached = (u32, u32);
 
-/// A finished level: fingerprints and parent positions, in position order.
+/// A finished level: how each state was reached (its parent's position in the level before,
+/// and which of the parent's steps), in position order. Fingerprints are not kept: a chain's
+/// are recomputed by replaying its steps (see `bfs`), which costs nothing per state.
 struct Level {
-    fps: Vec<u64>,
     parents: Vec<u32>,
+    steps: Vec<u32>,
 }
 
 /// Shared counters for progress and limits.
@@ -534,20 +538,20 @@ where
     let mut first: Vec<Option<(usize, u32)>> = vec![None; properties.len()];
     loop {
         // Close the level just generated: it becomes the frontier.
-        let mut frontier: Vec<(u64, Kept<M::State>)> = Vec::new();
+        let mut frontier: Vec<Kept<M::State>> = Vec::new();
         let mut level = Level {
-            fps: Vec::new(),
             parents: Vec::new(),
+            steps: Vec::new(),
         };
         let mut reached: Vec<(u64, Reached, Kept<M::State>)> = Vec::new();
         for shard in &shards {
             reached.append(&mut shard.lock().unwrap().drain());
         }
         reached.sort_unstable_by_key(|&(_, how, _)| how);
-        for (fp, (parent, _), state) in reached {
-            level.fps.push(fp);
+        for (_, (parent, step), state) in reached {
             level.parents.push(parent);
-            frontier.push((fp, state));
+            level.steps.push(step);
+            frontier.push(state);
         }
         if frontier.is_empty() {
             break;
@@ -578,9 +582,7 @@ where
                             if from >= frontier.len() {
                                 break;
                             }
-                            for (pos, (_, kept)) in
-                                frontier.iter().enumerate().skip(from).take(CHUNK)
-                            {
+                            for (pos, kept) in frontier.iter().enumerate().skip(from).take(CHUNK) {
                                 let pos = pos as u32;
                                 let unpacked;
                                 let state = match kept {
@@ -641,7 +643,7 @@ where
         .sum::<u64>()
         + levels
             .iter()
-            .map(|l| (l.fps.capacity() * 8 + l.parents.capacity() * 4) as u64)
+            .map(|l| (l.parents.capacity() * 4 + l.steps.capacity() * 4) as u64)
             .sum::<u64>();
     debug_assert_eq!(
         shards
@@ -650,14 +652,35 @@ where
             .sum::<u64>(),
         counters.unique.load(Ordering::Relaxed)
     );
+    // A kept state as the frontier had it, and its fingerprint.
+    let mut keep = |state: M::State| -> (u64, M::State) {
+        if packed {
+            model.pack(&state, &mut buf);
+            (fingerprint(&buf[..]), model.unpack(&buf))
+        } else {
+            key(state)
+        }
+    };
+    let inits = model.init_states();
     let chains = first
         .into_iter()
         .map(|w| {
             w.map(|(depth, mut pos)| {
-                let mut fps = vec![0; depth + 1];
+                let mut steps = vec![0; depth + 1];
                 for d in (0..=depth).rev() {
-                    fps[d] = levels[d].fps[pos as usize];
+                    steps[d] = levels[d].steps[pos as usize];
                     pos = levels[d].parents[pos as usize];
+                }
+                // Replay the kept states along the chain for their fingerprints.
+                let (fp, mut state) = keep(inits[steps[0] as usize].clone());
+                let mut fps = vec![fp];
+                let mut next = Vec::new();
+                for &k in &steps[1..] {
+                    next.clear();
+                    model.expand(&state, &mut next);
+                    let (fp, kept) = keep(next.swap_remove(k as usize).1);
+                    fps.push(fp);
+                    state = kept;
                 }
                 fps
             })
