@@ -25,6 +25,7 @@ pub static DESIGN: Design = Design {
     defaults: Params {
         ..super::idempotent_house::DESIGN.defaults
     },
+    larger: None,
     world: |p| world(p).into(),
 };
 

@@ -45,6 +45,7 @@ pub static DESIGN: Design = Design {
         margin: Some(4),
         window: None,
     },
+    larger: None,
     world: |p| world(p).into(),
 };
 

@@ -25,6 +25,7 @@ pub static DESIGN: Design = Design {
         (SOMETIMES_ALL_DELIVERED, Verdict::Holds),
     ],
     defaults: super::deadline::DESIGN.defaults,
+    larger: None,
     world: |p| world(p).into(),
 };
 

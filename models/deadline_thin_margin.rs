@@ -27,6 +27,7 @@ pub static DESIGN: Design = Design {
         margin: Some(1),
         ..super::deadline::DESIGN.defaults
     },
+    larger: None,
     world: |p| world(p).into(),
 };
 

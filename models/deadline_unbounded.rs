@@ -25,6 +25,7 @@ pub static DESIGN: Design = Design {
         drift: Some(MAX_DRIFT),
         ..super::deadline::DESIGN.defaults
     },
+    larger: None,
     world: |p| world(p).into(),
 };
 

@@ -28,6 +28,7 @@ pub static DESIGN: Design = Design {
         window: Some(1),
         ..super::idempotent_house::DESIGN.defaults
     },
+    larger: None,
     world: |p| world(p).into(),
 };
 

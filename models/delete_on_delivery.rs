@@ -30,6 +30,16 @@ pub static DESIGN: Design = Design {
         margin: None,
         window: None,
     },
+    larger: Some(Params {
+        orders: 3,
+        workers: 3,
+        crashes: 1,
+        losses: 1,
+        stalls: 1,
+        drift: None,
+        margin: None,
+        window: None,
+    }),
     world: |p| world(p).into(),
 };
 

@@ -28,6 +28,7 @@ pub static DESIGN: Design = Design {
     defaults: Params {
         ..super::idempotency_layer::DESIGN.defaults
     },
+    larger: None,
     world: |p| world(p).into(),
 };
 

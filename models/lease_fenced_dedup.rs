@@ -33,6 +33,7 @@ pub static DESIGN: Design = Design {
         margin: None,
         window: None,
     },
+    larger: None,
     world: |p| world(p).into(),
 };
 

@@ -149,6 +149,9 @@ pub struct Design {
     pub expected: &'static [(&'static str, Verdict)],
     /// The default size: big enough for every counterexample, small enough for seconds.
     pub defaults: Params,
+    /// A larger size the design is also checked at, where that takes seconds: its proof states
+    /// the verdicts there too, and `cargo test` asserts they are the expected ones.
+    pub larger: Option<Params>,
     /// The design's model at the given sizes.
     pub world: fn(&Params) -> AnyWorld,
 }

@@ -31,6 +31,7 @@ pub static DESIGN: Design = Design {
         workers: 2,
         ..super::idempotent_house::DESIGN.defaults
     },
+    larger: None,
     world: |p| world(p).into(),
 };
 

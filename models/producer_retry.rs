@@ -34,6 +34,7 @@ pub static DESIGN: Design = Design {
         margin: None,
         window: None,
     },
+    larger: None,
     world: |p| world(p).into(),
 };
 

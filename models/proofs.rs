@@ -79,6 +79,10 @@ pub fn write(dir: &Path) -> Result<Vec<PathBuf>, ProofsError> {
     let mut reports = Vec::new();
     for design in designs() {
         let report = design.check(&design.defaults, &CheckOptions::default())?;
+        let larger = match &design.larger {
+            Some(p) => Some(design.check(p, &CheckOptions::default())?),
+            None => None,
+        };
         for p in &report.properties {
             if let Some(Counterexample { svg: Some(svg), .. }) = &p.counterexample {
                 let path = dir.join(format!("{}.{}.svg", design.name, slug(p.property)));
@@ -87,7 +91,11 @@ pub fn write(dir: &Path) -> Result<Vec<PathBuf>, ProofsError> {
             }
         }
         let path = dir.join(format!("{}.md", design.name));
-        splice(&path, &skeleton(design), &evidence(design, &report))?;
+        splice(
+            &path,
+            &skeleton(design),
+            &evidence(design, &report, larger.as_ref()),
+        )?;
         written.push(path);
         reports.push((design, report));
     }
@@ -130,7 +138,7 @@ fn skeleton(design: &Design) -> String {
     )
 }
 
-fn evidence(design: &Design, report: &CheckReport) -> String {
+fn evidence(design: &Design, report: &CheckReport, larger: Option<&CheckReport>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## Evidence\n");
     let _ = writeln!(
@@ -158,6 +166,39 @@ fn evidence(design: &Design, report: &CheckReport) -> String {
             "| {} | {} | **{}** | {} |",
             p.property, p.expectation, p.verdict, expected
         );
+    }
+    if let (Some(larger), Some(p)) = (larger, &design.larger) {
+        let _ = writeln!(
+            s,
+            "\nAlso checked one size up, with `onepie check {} --orders {} --workers {} \
+             --crashes {} --losses {} --stalls {}`: **{}**. {} unique states, maximum depth {}.\n",
+            design.name,
+            p.orders,
+            p.workers,
+            p.crashes,
+            p.losses,
+            p.stalls,
+            larger.bounds,
+            larger.unique_states,
+            larger.max_depth
+        );
+        let _ = writeln!(s, "| property | verdict | expected | shortest story |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for p in &larger.properties {
+            let expected = design
+                .expected_verdict(p.property)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "—".into());
+            let story = p
+                .counterexample
+                .as_ref()
+                .map_or("—".to_string(), |cx| format!("{} steps", cx.steps.len()));
+            let _ = writeln!(
+                s,
+                "| {} | **{}** | {expected} | {story} |",
+                p.property, p.verdict
+            );
+        }
     }
     for p in &report.properties {
         let Some(cx) = &p.counterexample else {

@@ -30,5 +30,6 @@ pub static DESIGN: Design = Design {
         ..super::idempotent_house::DESIGN.defaults
     },
     // The idempotent house's world, read as a fleet: hosts = workers, one shared store.
+    larger: None,
     world: |p| super::idempotent_house::world(p).into(),
 };

@@ -5,6 +5,51 @@
 use onepie::models::{self, check, world, CheckOptions, Verdict};
 use stateright::{Checker, Model};
 
+/// Every design with a larger size (its proof states it) gets the verdicts it claims there too,
+/// and no safety story is longer than at the default size (a larger world has every smaller
+/// run, its extra orders and workers idle; a quiet-state story may be longer, since every
+/// order must be settled for nothing more to happen).
+#[test]
+fn larger_sizes_get_the_verdicts_they_claim() {
+    let mut checked = 0;
+    for design in models::designs() {
+        let Some(larger) = &design.larger else {
+            continue;
+        };
+        let small = design
+            .check(&design.defaults, &CheckOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", design.name));
+        let report = design
+            .check(larger, &CheckOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", design.name));
+        assert!(
+            report.unique_states > small.unique_states,
+            "{}",
+            design.name
+        );
+        for (p, s) in report.properties.iter().zip(&small.properties) {
+            assert_eq!(
+                Some(p.verdict),
+                design.expected_verdict(p.property),
+                "{}: `{}` at {}",
+                design.name,
+                p.property,
+                report.bounds
+            );
+            let steps =
+                |r: &check::PropertyReport| r.counterexample.as_ref().map(|c| c.steps.len());
+            if p.expectation == "always" && p.property != world::EVERY_ORDER_GETS_A_PIE {
+                assert!(steps(p) <= steps(s), "{}: `{}`", design.name, p.property);
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 4,
+        "the seed's four designs are checked one size up"
+    );
+}
+
 /// Runs every design once and checks every property against its expectation.
 #[test]
 fn every_design_gets_the_verdicts_it_claims() {
