@@ -633,7 +633,7 @@ fn symmetry_representative_is_the_same_for_every_order_of_the_workers() {
 
 // ---------------------------------------------------------------------------------------------
 // HTTP Idempotency-Key middleware: a client retrying at two stateless instances over one
-// database (models/http.rs).
+// database (models/casts/http.rs).
 
 /// The shortest path in `world` (no symmetry) to a state where `bad` holds, told as a story.
 fn http_story(
@@ -644,7 +644,7 @@ fn http_story(
     let states = path.into_vec();
     states
         .windows(2)
-        .map(|w| check::narrate(world, &w[0].0, w[0].1.as_ref().unwrap(), &w[1].0))
+        .map(|w| world.narrate(&w[0].0, w[0].1.as_ref().unwrap(), &w[1].0))
         .collect()
 }
 
