@@ -35,7 +35,7 @@ pub static DESIGN: Design = Design {
         workers: 3,
         crashes: 1,
         losses: 1,
-        stalls: 1,
+        stalls: 0,
         drift: None,
         margin: None,
         window: None,
