@@ -102,6 +102,7 @@ fn field(code: u64, shift: u32, bits: u32) -> u64 {
 /// An envelope as a number, with the state's own names: its kind (4 bits), order (4), kept or
 /// second step (8), a note's worker (8), source (8), destination (8) and copies (8).
 fn envelope_code(e: &Envelope<Msg>, copies: usize) -> u64 {
+    assert!(copies <= 0xFF, "at most 255 copies of an envelope");
     let (kind, order, extra, worker) = match e.msg {
         Msg::Task { order } => (0u64, order, 0u64, 0usize),
         Msg::Ack { order } => (1, order, 0, 0),
@@ -120,7 +121,7 @@ fn envelope_code(e: &Envelope<Msg>, copies: usize) -> u64 {
         | (worker as u64) << 16
         | (usize::from(e.src) as u64) << 24
         | (usize::from(e.dst) as u64) << 32
-        | (copies.min(0xFF) as u64) << 40
+        | (copies as u64) << 40
 }
 const NOTE: u64 = 6;
 
@@ -136,9 +137,10 @@ struct Flat<'a> {
     /// Per worker number: the orders it bakes, and awaits a confirmation for, as bit masks.
     baking: [u8; 8],
     awaiting: [u8; 8],
-    /// The queue's pending choices: the orders, and bit `8 × order + worker` per option.
+    /// The queue's pending choices: the orders, and bit `8 × order + worker` per option. (A
+    /// worker's key leaves options out: every choice offers every worker.)
     choices: u8,
-    options: u32,
+    options: u64,
     /// Per order: a hash of its house (memory, pending steps, clock, crash, timers, storage).
     house: [u64; 8],
     /// Per order: pies kept.
@@ -224,7 +226,7 @@ impl<'a> Flat<'a> {
             f.choices |= 1 << o;
             for h in handouts {
                 assert_eq!(h.order, o, "a choice of worker is for its own order");
-                f.options |= 1 << (8 * u32::from(o) + h.worker_no as u32);
+                f.options |= 1 << (8 * u64::from(o) + h.worker_no as u64);
             }
         }
         for w in 0..layout.workers {
@@ -233,8 +235,21 @@ impl<'a> Flat<'a> {
                 f.awaiting[w] = identity.mask(awaiting);
             }
             f.busy |= f.baking[w] | f.awaiting[w] | (f.timers[1 + w] >> 8) as u8;
+            assert!(
+                state.actor_storages[1 + w].is_none(),
+                "workers keep nothing in storage"
+            );
         }
-        let stages = |m: &Memory| sum(m.values().map(|r| fingerprint(&r.stage)));
+        // The invariants the encoding relies on (see `Relabel::encode`).
+        let stages = |m: &Memory| {
+            for (&o, r) in m {
+                assert!(
+                    (o as usize) < layout.orders && r.fingerprint == pie_fp(o),
+                    "a house remembers only existing orders, with their own pie's fingerprint"
+                );
+            }
+            sum(m.values().map(|r| fingerprint(&r.stage)))
+        };
         for o in 0..layout.orders {
             let h = layout.first_house() + o;
             let (memory, steps, now) = match &*state.actor_states[h] {
@@ -522,14 +537,14 @@ impl Relabel {
             out.extend_from_slice(&self.timers(f.timers[i]).to_le_bytes());
             if i == 0 {
                 out.push(self.remap(f.choices));
-                let options = (0..32)
+                let options = (0..64)
                     .filter(|k| f.options & 1 << k != 0)
-                    .fold(0u32, |m, k| {
-                        m | 1 << (8 * u32::from(self.orders[k / 8]) + self.workers[k % 8] as u32)
+                    .fold(0u64, |m, k| {
+                        m | 1 << (8 * u64::from(self.orders[k / 8]) + self.workers[k % 8] as u64)
                     });
                 out.extend_from_slice(&options.to_le_bytes());
             } else {
-                out.extend_from_slice(&[0; 5]);
+                out.extend_from_slice(&[0; 9]);
             }
             match &state.actor_storages[i] {
                 None => out.push(0),
@@ -1060,11 +1075,11 @@ pub fn unpack(bytes: &[u8]) -> State<Pizzeria> {
             timers.set(Timer::HouseClock);
         }
         timers_set.push(timers);
-        let (keys, options) = (r.u8(), r.u32());
+        let (keys, options) = (r.u8(), r.u64());
         let mut choices = RandomChoices::default();
         for o in (0..orders as Order).filter(|o| keys & 1 << o != 0) {
             let handouts = (0..workers)
-                .filter(|w| options & 1 << (8 * u32::from(o) + *w as u32) != 0)
+                .filter(|w| options & 1 << (8 * u64::from(o) + *w as u64) != 0)
                 .map(|w| Handout {
                     order: o,
                     worker: Id::from(1 + w),

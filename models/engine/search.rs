@@ -13,10 +13,11 @@
 //! is rebuilt like TLC's: walk the parent positions back to level 0, replay the steps from the
 //! initial state for the (canonical) fingerprint of each state on the chain, then replay
 //! forward again from the real initial state, at each step taking the first successor whose
-//! fingerprint is the next one on the chain. With symmetry
-//! reduction the visited set holds each class's fingerprint and the frontier the member of the
-//! class reached first (a representative, in full-state mode); the replayed path follows real
-//! states, so it replays in Stateright's explorer as it is.
+//! fingerprint is the next one on the chain. With symmetry reduction the visited set holds each
+//! class's fingerprint, and the frontier the member of the class reached first, or the class
+//! packed by the model (it unpacks to the representative), or in full-state mode the
+//! representative; the replayed path follows real states, so it replays in Stateright's
+//! explorer as it is.
 //!
 //! Everything a run reports is the same for any number of threads (positions, parents and the
 //! chosen counterexamples are all picked by a total order, not by which thread came first).
@@ -272,8 +273,8 @@ impl<S: Hash + PartialEq + Clone> Shard<S> {
                     return false;
                 }
                 // The copy kept is the one reached first in FIFO order, not the first thread's:
-                // equal states can differ in layout (hash-map order), and their successors' order
-                // with it.
+                // members of a class order their successors differently, and the step indices
+                // the levels keep must replay.
                 match next.get_mut(&fp) {
                     Some(kept) if how < kept.0 => *kept = (how, state()),
                     Some(_) => {}
@@ -656,7 +657,10 @@ where
     let mut keep = |state: M::State| -> (u64, M::State) {
         if packed {
             model.pack(&state, &mut buf);
-            (fingerprint(&buf[..]), model.unpack(&buf))
+            let fp = fingerprint(&buf[..]);
+            // DFS and `rebuild` fingerprint classes through `key`: it must agree.
+            debug_assert_eq!(key(state).0, fp);
+            (fp, model.unpack(&buf))
         } else {
             key(state)
         }
