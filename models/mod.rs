@@ -53,6 +53,21 @@ pub const MAX_MARGIN: u8 = 8;
 pub const MAX_WINDOW: u8 = 4;
 
 impl Params {
+    /// `orders` × `workers` with at most `crashes`, `losses` and `stalls` in a run, for a
+    /// design without clocks, a lease margin or a dedup window.
+    pub const fn plain(orders: u8, workers: u8, crashes: u8, losses: u8, stalls: u8) -> Self {
+        Params {
+            orders,
+            workers,
+            crashes,
+            losses,
+            stalls,
+            drift: None,
+            margin: None,
+            window: None,
+        }
+    }
+
     /// Checks the sizes are in range; the error names the valid range.
     pub fn validate(&self) -> Result<(), CheckError> {
         let range = |name: &'static str, value: u8, min: u8, max: u8| {

@@ -5,30 +5,27 @@
 //! every order alike) has the same verdict on both.
 //!
 //! The canonical form: each order gets a signature that does not depend on how workers or other
-//! orders are named, and orders are sorted by it, every order of tied orders tried (up to
-//! [`MAX_CANDIDATES`]: all of them up to 4 orders). Under each candidate's order names, each
+//! orders are named, and orders are sorted by it, every order of tied orders tried (there are at
+//! most [`MAX_ORDERS`]`!`). Under each candidate's order names, each
 //! worker gets a key that says everything about it, and workers are sorted by it (workers with
 //! equal keys are alike in everything, so their order does not matter). Each candidate
 //! relabelling is encoded as bytes without building the relabelled state, and the least
 //! encoding wins: its fingerprint is the class's ([`canonical_fingerprint`], what the search
 //! uses), and applying it gives the representative ([`representative`], for full-state
 //! search). Whatever the ties, the result is a relabelling of the state, so the reduction is
-//! sound; it is canonical (the same for every member of a class) unless candidates were capped
-//! or two different signatures or keys hashed alike.
+//! sound; it is canonical (the same for every member of a class) unless two different
+//! signatures or keys hashed alike.
 
 use super::{Handout, Memory, Msg, Pizzeria, PizzeriaState, Slot, Then, Timer};
 use crate::dedup::{Fingerprint, Record};
 use crate::models::engine::search::fingerprint;
-use crate::models::symmetry::arrangements;
-use crate::models::world::{choice_key, pie_fingerprint, Order, State};
+use crate::models::world::{choice_key, envelopes, pie_fingerprint, Order, State};
+use crate::models::{MAX_ORDERS, MAX_WORKERS};
 use stateright::actor::{ActorModelState, Envelope, Id, Network, RandomChoices, Timers};
 use std::sync::OnceLock;
 
-/// The most order relabellings tried to break ties in one state: every one, up to 4 orders.
-pub const MAX_CANDIDATES: usize = 24;
-
-/// The most actors the encoding handles: the queue, 4 workers and 4 houses, and room to spare.
-const MAX_ACTORS: usize = 16;
+/// The most actors the encoding handles: the queue, the workers and a house per order.
+const MAX_ACTORS: usize = 1 + MAX_WORKERS as usize + MAX_ORDERS as usize;
 
 /// The pie fingerprints of orders 0..=255, computed once (SHA-256 is not free).
 fn pie_fp(order: Order) -> Fingerprint {
@@ -82,16 +79,6 @@ fn chain(parts: &[u64]) -> u64 {
 
 fn sum<I: IntoIterator<Item = u64>>(hashes: I) -> u64 {
     hashes.into_iter().fold(0, u64::wrapping_add)
-}
-
-fn envelopes(network: &Network<Msg>) -> Vec<(&Envelope<Msg>, usize)> {
-    match network {
-        Network::UnorderedNonDuplicating(multiset) => {
-            multiset.iter().map(|(e, &n)| (e, n)).collect()
-        }
-        // The pizzeria's network is always unordered and non-duplicating.
-        _ => unreachable!("the pizzeria uses an unordered, non-duplicating network"),
-    }
 }
 
 /// `bits` bits of `code` from `shift` on.
@@ -178,8 +165,8 @@ impl<'a> Flat<'a> {
         let layout = Layout::of(state);
         let n = state.actor_states.len();
         assert!(
-            layout.orders <= 8 && layout.workers <= 8 && n <= MAX_ACTORS,
-            "the pizzeria's symmetry handles up to 8 orders, 8 workers and {MAX_ACTORS} actors"
+            layout.orders <= MAX_ORDERS as usize && layout.workers <= MAX_WORKERS as usize,
+            "the pizzeria's symmetry handles up to {MAX_ORDERS} orders and {MAX_WORKERS} workers"
         );
         let mut f = Flat {
             state,
@@ -278,6 +265,8 @@ impl<'a> Flat<'a> {
             ]);
             f.effects[o] = state.history.ledger.effects_of(&(o as Order));
         }
+        // Read directly, not through `world::envelopes`: that allocates, and this runs for
+        // every state the search generates.
         let Network::UnorderedNonDuplicating(multiset) = &state.network else {
             unreachable!("the pizzeria uses an unordered, non-duplicating network")
         };
@@ -535,6 +524,7 @@ impl Relabel {
                 }
             }
             out.extend_from_slice(&self.timers(f.timers[i]).to_le_bytes());
+            // Only the queue chooses (`Flat::read` checks it).
             if i == 0 {
                 out.push(self.remap(f.choices));
                 let options = (0..64)
@@ -543,8 +533,6 @@ impl Relabel {
                         m | 1 << (8 * u64::from(self.orders[k / 8]) + self.workers[k % 8] as u64)
                     });
                 out.extend_from_slice(&options.to_le_bytes());
-            } else {
-                out.extend_from_slice(&[0; 9]);
             }
             match &state.actor_storages[i] {
                 None => out.push(0),
@@ -752,7 +740,7 @@ impl Relabel {
                 network.push(Envelope {
                     src: self.id(e.src),
                     dst: self.id(e.dst),
-                    msg: self.msg(&e.msg),
+                    msg: self.msg(e.msg),
                 });
             }
         }
@@ -797,26 +785,13 @@ impl Relabel {
     }
 }
 
-/// The members of a group sorted by signature, as runs of equal signatures.
-fn runs(sigs: &[u64]) -> Vec<Vec<usize>> {
-    let mut members: Vec<usize> = (0..sigs.len()).collect();
-    members.sort_by_key(|&i| sigs[i]);
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    for i in members {
-        match out.last_mut() {
-            Some(run) if sigs[run[0]] == sigs[i] => run.push(i),
-            _ => out.push(vec![i]),
-        }
-    }
-    out
-}
-
-/// Every arrangement of `n` ≤ 4 orders, made once: a tie is broken by trying those that keep
-/// the signatures in order, without allocating. `None` for more orders.
-fn permutations(n: usize) -> Option<&'static [[u8; 4]]> {
-    static TABLES: OnceLock<Vec<Vec<[u8; 4]>>> = OnceLock::new();
+/// Every arrangement of `n` ≤ [`MAX_ORDERS`] orders, made once: a tie is broken by trying those
+/// that keep the signatures in order, without allocating.
+fn permutations(n: usize) -> &'static [[u8; MAX_ORDERS as usize]] {
+    const N: usize = MAX_ORDERS as usize;
+    static TABLES: OnceLock<Vec<Vec<[u8; N]>>> = OnceLock::new();
     let tables = TABLES.get_or_init(|| {
-        (0..=4usize)
+        (0..=N)
             .map(|n| {
                 let mut all: Vec<Vec<u8>> = vec![Vec::new()];
                 for k in 0..n as u8 {
@@ -833,7 +808,7 @@ fn permutations(n: usize) -> Option<&'static [[u8; 4]]> {
                 }
                 all.into_iter()
                     .map(|p| {
-                        let mut a = [0u8; 4];
+                        let mut a = [0u8; N];
                         a[..n].copy_from_slice(&p);
                         a
                     })
@@ -841,7 +816,7 @@ fn permutations(n: usize) -> Option<&'static [[u8; 4]]> {
             })
             .collect()
     });
-    tables.get(n).map(Vec::as_slice)
+    &tables[n]
 }
 
 /// Buffers the canonical form is built in, kept per thread: the search asks for it millions of
@@ -859,8 +834,8 @@ thread_local! {
 }
 
 /// The relabelling that puts `state` in its class's canonical form, whose encoding it leaves in
-/// `scratch.best`. Orders are sorted by signature; ties are tried in every order (up to
-/// [`MAX_CANDIDATES`]; all of them up to 4 orders) unless the tied orders are inert. For each,
+/// `scratch.best`. Orders are sorted by signature; ties are tried in every order unless the
+/// tied orders are inert. For each,
 /// workers are sorted by their keys under those order names (ties are workers alike in
 /// everything). The candidate with the least encoding wins.
 fn canonical(state: &State<Pizzeria>, scratch: &mut Scratch) -> Relabel {
@@ -902,9 +877,9 @@ fn canonical(state: &State<Pizzeria>, scratch: &mut Scratch) -> Relabel {
     if !tied {
         // Most states: no ties to try, or only ties of inert orders (alike in everything).
         consider(&sorted[..orders]);
-    } else if let Some(table) = permutations(orders) {
+    } else {
         // Every arrangement that keeps the signatures in order, inert equals in one order.
-        for perm in table {
+        for perm in permutations(orders) {
             let arranged = perm.map(usize::from);
             let arranged = &arranged[..orders];
             let admissible = arranged.windows(2).all(|p| {
@@ -914,14 +889,6 @@ fn canonical(state: &State<Pizzeria>, scratch: &mut Scratch) -> Relabel {
             if admissible {
                 consider(arranged);
             }
-        }
-    } else {
-        for arranged in arrangements(
-            &runs(&sigs[..orders]),
-            |run| run.iter().all(|&o| inert(o)),
-            MAX_CANDIDATES,
-        ) {
-            consider(&arranged);
         }
     }
     scratch.lists = f.lists();
@@ -1075,7 +1042,7 @@ pub fn unpack(bytes: &[u8]) -> State<Pizzeria> {
             timers.set(Timer::HouseClock);
         }
         timers_set.push(timers);
-        let (keys, options) = (r.u8(), r.u64());
+        let (keys, options) = if i == 0 { (r.u8(), r.u64()) } else { (0, 0) };
         let mut choices = RandomChoices::default();
         for o in (0..orders as Order).filter(|o| keys & 1 << o != 0) {
             let handouts = (0..workers)

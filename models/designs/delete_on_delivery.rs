@@ -20,26 +20,8 @@ pub static DESIGN: Design = Design {
         (EVERY_ORDER_GETS_A_PIE, Verdict::Violated),
         (SOMETIMES_ALL_DELIVERED, Verdict::Holds),
     ],
-    defaults: Params {
-        orders: 2,
-        workers: 2,
-        crashes: 1,
-        losses: 1,
-        stalls: 0,
-        drift: None,
-        margin: None,
-        window: None,
-    },
-    larger: Some(Params {
-        orders: 3,
-        workers: 3,
-        crashes: 1,
-        losses: 1,
-        stalls: 0,
-        drift: None,
-        margin: None,
-        window: None,
-    }),
+    defaults: Params::plain(2, 2, 1, 1, 0),
+    larger: Some(Params::plain(3, 3, 1, 1, 0)),
     world: |p| world(p).into(),
 };
 

@@ -24,16 +24,7 @@ pub static DESIGN: Design = Design {
         (EVERY_ORDER_GETS_A_PIE, Verdict::Holds),
         (SOMETIMES_ALL_DELIVERED, Verdict::Holds),
     ],
-    defaults: Params {
-        orders: 1,
-        workers: 1,
-        crashes: 0,
-        losses: 1,
-        stalls: 1,
-        drift: None,
-        margin: None,
-        window: None,
-    },
+    defaults: Params::plain(1, 1, 0, 1, 1),
     larger: None,
     world: |p| world(p).into(),
 };

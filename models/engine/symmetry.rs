@@ -7,8 +7,8 @@
 //! search engine's representative is sound whatever the order chosen; choosing the same order for
 //! every member of a class is what makes the reduction effective.
 
-use crate::models::world::{History, State};
-use stateright::actor::{Actor, ActorModelState, Envelope, Id, Network, RandomChoices, Timers};
+use crate::models::world::{envelopes, History, State};
+use stateright::actor::{Actor, ActorModelState, Id, RandomChoices, Timers};
 use stateright::{Rewrite, RewritePlan};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -64,44 +64,6 @@ where
         &state.random_choices[i],
         mail,
     ))
-}
-
-/// Every envelope in flight with its number of copies.
-fn envelopes<M: Eq + Hash>(network: &Network<M>) -> Vec<(Envelope<&M>, usize)> {
-    match network {
-        Network::UnorderedNonDuplicating(multiset) => multiset
-            .iter()
-            .map(|(env, n)| {
-                (
-                    Envelope {
-                        src: env.src,
-                        dst: env.dst,
-                        msg: &env.msg,
-                    },
-                    *n,
-                )
-            })
-            .collect(),
-        Network::UnorderedDuplicating(set, _) => set
-            .iter()
-            .map(|env| {
-                (
-                    Envelope {
-                        src: env.src,
-                        dst: env.dst,
-                        msg: &env.msg,
-                    },
-                    1,
-                )
-            })
-            .collect(),
-        Network::Ordered(flows) => flows
-            .iter()
-            .flat_map(|(&(src, dst), msgs)| {
-                msgs.iter().map(move |msg| (Envelope { src, dst, msg }, 1))
-            })
-            .collect(),
-    }
 }
 
 /// `state` with actor `i` moved to index `to[i]` (all other ids kept), every id rewritten.

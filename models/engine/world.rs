@@ -612,36 +612,59 @@ pub fn choice_key(order: Order) -> String {
     format!("order {order}")
 }
 
-/// How many copies of each envelope are in flight. (Stateright 0.31's `Network::iter_all`
-/// yields an envelope with n > 1 copies n + 1 times, so the multiset is read directly.)
+/// How many copies of each envelope are in flight.
 fn envelope_counts<M: Clone + Eq + Hash + Ord>(
     network: &Network<M>,
 ) -> BTreeMap<Envelope<M>, usize> {
     let mut counts = BTreeMap::new();
-    match network {
-        Network::UnorderedNonDuplicating(multiset) => {
-            for (env, n) in multiset.iter() {
-                counts.insert(env.clone(), *n);
-            }
-        }
-        Network::UnorderedDuplicating(set, _) => {
-            for env in set.iter() {
-                counts.insert(env.clone(), 1);
-            }
-        }
-        Network::Ordered(flows) => {
-            for (&(src, dst), msgs) in flows {
-                for msg in msgs {
-                    *counts
-                        .entry(Envelope {
-                            src,
-                            dst,
-                            msg: msg.clone(),
-                        })
-                        .or_insert(0) += 1;
-                }
-            }
-        }
+    for (env, n) in envelopes(network) {
+        *counts
+            .entry(Envelope {
+                src: env.src,
+                dst: env.dst,
+                msg: env.msg.clone(),
+            })
+            .or_insert(0) += n;
     }
     counts
+}
+
+/// Every envelope in flight with its number of copies (an ordered flow's repeats one by one).
+/// Stateright 0.31's `Network::iter_all` yields an envelope with n > 1 copies n + 1 times, so
+/// the multiset is read directly.
+pub fn envelopes<M: Eq + Hash>(network: &Network<M>) -> Vec<(Envelope<&M>, usize)> {
+    match network {
+        Network::UnorderedNonDuplicating(multiset) => multiset
+            .iter()
+            .map(|(env, n)| {
+                (
+                    Envelope {
+                        src: env.src,
+                        dst: env.dst,
+                        msg: &env.msg,
+                    },
+                    *n,
+                )
+            })
+            .collect(),
+        Network::UnorderedDuplicating(set, _) => set
+            .iter()
+            .map(|env| {
+                (
+                    Envelope {
+                        src: env.src,
+                        dst: env.dst,
+                        msg: &env.msg,
+                    },
+                    1,
+                )
+            })
+            .collect(),
+        Network::Ordered(flows) => flows
+            .iter()
+            .flat_map(|(&(src, dst), msgs)| {
+                msgs.iter().map(move |msg| (Envelope { src, dst, msg }, 1))
+            })
+            .collect(),
+    }
 }
